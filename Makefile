@@ -1,0 +1,36 @@
+# Two commands on a fresh machine with Python >= 3.11 and make:
+#   make demo   creates .venv, installs lmscaling, runs the default experiment
+#   make test   the test suite (unit, end-to-end workflow, lint)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= all
+# torch 2.13.0: the CPU wheel where one is provided locally, else PyPI's default build.
+TORCH ?= torch==2.13.0
+
+.PHONY: demo test lint venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+demo: venv
+	$(BIN)/snakemake --cores $(CORES)
+	@echo "Fit: results/fit/scaling_law.json  plot: results/fit/scaling_law.png"
+	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db"
+
+lint: venv
+	$(BIN)/ruff check src tests workflow/scripts benchmarks
+	$(BIN)/ruff format --check src tests workflow/scripts benchmarks
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+
+test: venv lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf results .snakemake

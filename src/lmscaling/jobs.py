@@ -1,0 +1,67 @@
+"""Shared plumbing for the workflow's thin job scripts: logging and clear failures.
+
+Each ``workflow/scripts/<rule>.py`` configures logging with :func:`configure_logging` and runs
+its body inside :func:`guard`, so a known bad-input error ends the job with one line naming the
+file or key, not a traceback; anything unexpected still shows its traceback in the job log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(log_path: str | Path | None = None, level: int = logging.INFO) -> None:
+    """Log to ``log_path`` (the rule's ``log:`` file) and to stderr; replaces earlier handlers."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w", encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter(FORMAT, datefmt="%H:%M:%S"))
+        root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("alembic", "urllib3", "matplotlib", "PIL", "fontTools"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input or config: reported as one line, without a traceback.
+
+    Each job runs in its own (possibly conda) environment, so a stage module whose third-party
+    imports are absent there is skipped: its errors cannot occur in that job anyway.
+    """
+    import importlib
+
+    found: list[type[BaseException]] = [FloatingPointError]
+    for module, name in (
+        ("lmscaling.config", "ConfigError"),
+        ("lmscaling.data", "CorpusError"),
+        ("lmscaling.tokenizer", "TokenizerError"),
+        ("lmscaling.fit", "FitError"),
+        ("lmscaling.tracking", "TrackingError"),
+    ):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except ImportError:
+            continue
+    return tuple(found)
+
+
+@contextlib.contextmanager
+def guard(rule: str) -> Iterator[None]:
+    """Run a job body; turn a known error into ``ERROR [rule]: message`` and exit status 1."""
+    try:
+        yield
+    except known_errors() as err:
+        logging.getLogger("lmscaling").error("[%s] %s", rule, err)
+        print(f"ERROR [{rule}]: {err}", file=sys.stderr)
+        raise SystemExit(1) from None

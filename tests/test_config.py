@@ -1,0 +1,88 @@
+"""The default config, its schema and the cross-field checks."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from lmscaling.config import ConfigError, check_config, model_grid, token_budget
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
+CONFIGS = [REPO / "config" / "config.yaml", *sorted((REPO / "tests" / "configs").glob("*.yaml"))]
+
+
+def load(path=REPO / "config" / "config.yaml"):
+    return yaml.safe_load(Path(path).read_text())
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    config = load(path)
+    validate(config, SCHEMA)
+    check_config(config)
+
+
+def test_default_grid_spans_more_than_a_decade():
+    config = load()
+    validate(config, SCHEMA)
+    shapes = model_grid(config)
+    ids = [s.id for s in shapes]
+    assert ids == ["L1-D32", "L2-D32", "L2-D48", "L3-D64", "L4-D80"]
+    n = [s.n_params_approx for s in shapes]
+    assert n == sorted(n)
+    assert n[-1] / n[0] >= 10**1.3
+
+
+def test_schema_fills_defaults_and_rejects_unknown_keys():
+    config = load()
+    del config["train"]["lr"]
+    validate(config, SCHEMA)
+    assert config["train"]["lr"] == 0.003
+    bad = load()
+    bad["train"]["learning_rate"] = 1.0
+    with pytest.raises(WorkflowError, match="learning_rate"):
+        validate(bad, SCHEMA)
+    bad = load()
+    bad["data"]["val_fraction"] = 1.5
+    with pytest.raises(WorkflowError):
+        validate(bad, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda c: c["models"]["grid"].append({"n_layer": 1, "d_model": 30, "n_head": 4}),
+            r"models.grid\[5\]: d_model \(30\) is not divisible by n_head \(4\)",
+        ),
+        (
+            lambda c: c["models"]["grid"].append({"n_layer": 1, "d_model": 30, "n_head": 2}),
+            "head dimension",
+        ),
+        (
+            lambda c: c["models"]["grid"].append({"n_layer": 1, "d_model": 32, "n_head": 4}),
+            r"models.grid\[5\]: model id L1-D32 repeats models.grid\[0\]",
+        ),
+        (lambda c: c["train"].update(tokens_per_parameter=20), "exactly one token budget"),
+        (lambda c: c["train"].update(tokens=None), "exactly one token budget"),
+        (
+            lambda c: c["corpora"].update({"../evil": {"source": "files", "paths": ["x"]}}),
+            r"corpora.../evil",
+        ),
+        (lambda c: c["tokenizers"].update({"a b": {"vocab_size": 300}}), "tokenizers.a b"),
+    ],
+)
+def test_cross_field_errors_name_the_key(edit, message):
+    config = copy.deepcopy(load())
+    edit(config)
+    with pytest.raises(ConfigError, match=message):
+        check_config(config)
+
+
+def test_token_budget_rules():
+    assert token_budget({"tokens": 1000}, 50) == 1000
+    assert token_budget({"tokens": None, "tokens_per_parameter": 20}, 50) == 1000

@@ -1,0 +1,210 @@
+"""Tests for lmscaling.model: config validation, parameter/FLOP accounting, forward, checkpoints."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmscaling.model import (
+    GPT,
+    CheckpointError,
+    GPTConfig,
+    apply_rotary,
+    count_parameters,
+    load_checkpoint,
+    model_id,
+    rotary_tables,
+    save_checkpoint,
+)
+
+
+def tiny(**overrides) -> GPTConfig:
+    kwargs = dict(vocab_size=50, context_length=16, n_layer=2, d_model=32, n_head=2)
+    kwargs.update(overrides)
+    return GPTConfig(**kwargs)
+
+
+# --- config -----------------------------------------------------------------------------------
+
+
+def test_config_rejects_indivisible_heads_naming_fields():
+    with pytest.raises(ValueError, match=r"d_model \(100\) is not divisible by n_head \(3\)"):
+        tiny(d_model=100, n_head=3)
+
+
+def test_config_rejects_odd_head_dim():
+    with pytest.raises(ValueError, match="head_dim"):
+        tiny(d_model=24, n_head=8)  # head_dim 3
+
+
+@pytest.mark.parametrize("field", ["vocab_size", "context_length", "n_layer", "d_model", "n_head"])
+def test_config_rejects_non_positive_sizes(field):
+    with pytest.raises(ValueError, match=field):
+        tiny(**{field: 0})
+
+
+def test_model_id():
+    assert model_id(4, 128) == "L4-D128"
+    assert model_id(1, 32) == "L1-D32"
+
+
+# --- parameter and FLOP accounting ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tie", [True, False])
+@pytest.mark.parametrize(
+    "shape", [(1, 32, 2, 4), (2, 64, 4, 4), (3, 48, 3, 2), (2, 16, 1, 3)]
+)  # (n_layer, d_model, n_head, mlp_ratio)
+def test_count_parameters_matches_module(shape, tie):
+    n_layer, d_model, n_head, mlp_ratio = shape
+    cfg = tiny(
+        n_layer=n_layer, d_model=d_model, n_head=n_head, mlp_ratio=mlp_ratio, tie_embeddings=tie
+    )
+    model = GPT(cfg)
+    counts = model.param_counts()
+    assert counts == count_parameters(cfg)
+    # Independent count: every unique parameter except the embedding / unembedding matrices.
+    named = dict(model.named_parameters())  # shared (tied) tensors appear once
+    non_embedding = sum(
+        p.numel() for k, p in named.items() if k not in ("wte.weight", "lm_head.weight")
+    )
+    assert counts["N"] == non_embedding
+    assert counts["N_total"] == sum(p.numel() for p in named.values())
+    assert counts["N_embedding"] == cfg.vocab_size * d_model * (1 if tie else 2)
+
+
+def test_param_counts_l2_d64_formula():
+    cfg = GPTConfig(vocab_size=2048, context_length=128, n_layer=2, d_model=64, n_head=4)
+    counts = GPT(cfg).param_counts()
+    # 12 L d^2 (Kaplan et al. 2020) + 2 RMSNorm gains per block + the final RMSNorm gain.
+    assert counts["N"] == 12 * 2 * 64**2 + (2 * 2 + 1) * 64 == 98_624
+    assert counts["N_embedding"] == 2048 * 64
+    assert counts["N_total"] == 98_624 + 2048 * 64
+    untied = GPT(GPTConfig(2048, 128, 2, 64, 4, tie_embeddings=False)).param_counts()
+    assert untied["N"] == 98_624
+    assert untied["N_total"] == 98_624 + 2 * 2048 * 64
+
+
+def test_flops_per_token():
+    cfg = GPTConfig(vocab_size=2048, context_length=128, n_layer=2, d_model=64, n_head=4)
+    flops = GPT(cfg).flops_per_token()
+    n = 98_624
+    assert flops["6N"] == 6 * n
+    assert flops["6N_attention"] == 6 * n + 6 * 2 * 128 * 64
+    assert flops["exact"] == 6 * n + 6 * 2 * 128 * 64 + 6 * 2048 * 64
+
+
+# --- forward ----------------------------------------------------------------------------------
+
+
+def test_forward_shapes_and_loss_value():
+    torch.manual_seed(0)
+    cfg = tiny()
+    model = GPT(cfg)
+    idx = torch.randint(0, cfg.vocab_size, (3, 16))
+    targets = torch.randint(0, cfg.vocab_size, (3, 16))
+    logits = model(idx)
+    assert logits.shape == (3, 16, cfg.vocab_size) and logits.dtype == torch.float32
+    logits2, loss = model(idx, targets)
+    torch.testing.assert_close(logits2, logits)
+    expected = F.cross_entropy(logits.reshape(-1, cfg.vocab_size), targets.reshape(-1))
+    assert loss.shape == () and loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    # Small initial weights give near-uniform predictions: loss close to ln V nats/token.
+    assert abs(loss.item() - math.log(cfg.vocab_size)) < 0.1
+    assert model(idx[:, :5]).shape == (3, 5, cfg.vocab_size)  # shorter sequences are fine
+
+
+def test_forward_rejects_too_long_sequence():
+    model = GPT(tiny())
+    with pytest.raises(ValueError, match="exceeds context_length 16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_causality_future_tokens_do_not_change_past_logits():
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    idx = torch.randint(0, 50, (2, 16))
+    changed = idx.clone()
+    changed[:, 10] = (changed[:, 10] + 1) % 50
+    a, b = model(idx), model(changed)
+    torch.testing.assert_close(a[:, :10], b[:, :10], rtol=0, atol=1e-6)
+    assert (a[:, 10:] - b[:, 10:]).abs().max() > 1e-4  # the change is visible from position 10 on
+
+
+def test_rotary_positions_matter():
+    """Without learned positions, order information comes from the rotary embedding."""
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    idx = torch.tensor([[1, 2, 3, 4]])
+    # The last position sees the same multiset of tokens in a different order.
+    a = model(idx)[0, -1]
+    b = model(torch.tensor([[3, 2, 1, 4]]))[0, -1]
+    assert (a - b).abs().max() > 1e-4
+
+
+def test_rotary_dot_product_depends_only_on_offset():
+    cos, sin = rotary_tables(32, 8)  # (32, 1, 4)
+    q = torch.randn(1, 1, 1, 8).expand(1, 32, 1, 8)  # same vector at every position
+    k = torch.randn(1, 1, 1, 8).expand(1, 32, 1, 8)
+    rq, rk = apply_rotary(q, cos, sin)[0, :, 0], apply_rotary(k, cos, sin)[0, :, 0]  # (32, 8)
+    torch.testing.assert_close(rq.norm(dim=-1), q[0, :, 0].norm(dim=-1))  # a rotation
+    torch.testing.assert_close(rq[5] @ rk[2], rq[20] @ rk[17], rtol=1e-5, atol=1e-5)
+    assert abs(float(rq[5] @ rk[2] - rq[5] @ rk[3])) > 1e-4
+
+
+def test_init_scales():
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=64, context_length=8, n_layer=8, d_model=256, n_head=4)
+    model = GPT(cfg)
+    assert model.wte.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert model.blocks[0].attn.qkv.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    residual = 0.02 / math.sqrt(2 * 8)
+    assert model.blocks[3].attn.proj.weight.std().item() == pytest.approx(residual, rel=0.05)
+    assert model.blocks[3].mlp.down.weight.std().item() == pytest.approx(residual, rel=0.05)
+    assert torch.equal(model.norm_f.weight, torch.ones(256))
+    assert all(not isinstance(m, torch.nn.Linear) or m.bias is None for m in model.modules())
+    assert model.lm_head.weight is model.wte.weight
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_checkpoint_round_trip(tmp_path, tie):
+    torch.manual_seed(0)
+    cfg = tiny(tie_embeddings=tie)
+    model = GPT(cfg)
+    with torch.no_grad():  # move away from the initial weights
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    path = tmp_path / "ckpt" / "model.pt"
+    save_checkpoint(path, model, extra={"step": 7, "loss": 1.5, "name": "L2-D32"})
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temporary left behind
+
+    raw = torch.load(path, weights_only=True)
+    assert raw["config"] == asdict(cfg)
+
+    loaded, extra = load_checkpoint(path)
+    assert extra == {"step": 7, "loss": 1.5, "name": "L2-D32"}
+    assert loaded.config == cfg and not loaded.training
+    assert (loaded.lm_head.weight is loaded.wte.weight) == tie
+    idx = torch.randint(0, cfg.vocab_size, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(idx), model.eval()(idx), rtol=0, atol=0)
+
+
+def test_load_checkpoint_rejects_foreign_file(tmp_path):
+    path = tmp_path / "bad.pt"
+    torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        load_checkpoint(path)
+    mismatch = tmp_path / "mismatch.pt"
+    torch.save(
+        {"config": asdict(tiny(d_model=64)), "state_dict": GPT(tiny()).state_dict()}, mismatch
+    )
+    with pytest.raises(CheckpointError, match="mismatch.pt"):
+        load_checkpoint(mismatch)

@@ -1,0 +1,152 @@
+"""End-to-end: the whole Snakemake DAG on the tiny config, then its outputs and MLflow store."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+
+pytestmark = pytest.mark.e2e
+
+
+def snakemake(workdir: Path, *args: str, config: Path = TINY, check: bool = True):
+    """Run the workflow in ``workdir`` with ``config``; returns the CompletedProcess."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config),
+        "--cores",
+        "2",
+        *args,
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny")
+    first = snakemake(workdir)
+    return workdir, first
+
+
+def test_fit_content(tiny_run):
+    workdir, _ = tiny_run
+    result = json.loads((workdir / "results/fit/scaling_law.json").read_text())
+    (group,) = result["groups"]
+    assert group["tokenizer"] == "bpe-512" and group["eval_set"] == "val"
+    assert group["n_points"] == 3
+    law_n = group["fits"]["N"]
+    assert law_n["n"] == 3
+    assert law_n["b"] < 0, law_n
+    assert "D" not in group["fits"]  # fixed token budget: D takes one value
+    assert {p["model"] for p in result["points"]} == {"L1-D16", "L2-D32", "L2-D64"}
+    for p in result["points"]:
+        for key in ("loss", "perplexity", "bpb", "N", "D", "C"):
+            assert math.isfinite(p[key]) and p[key] > 0, (key, p)
+        assert p["perplexity"] == pytest.approx(math.exp(p["loss"]), rel=1e-9)
+        assert p["C"] == pytest.approx(6 * p["N"] * p["D"])
+        # the tiny models have learned something: below a uniform guess over 512 tokens
+        assert p["loss"] < math.log(512)
+    png = workdir / "results/fit/scaling_law.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_data_and_token_outputs_agree(tiny_run):
+    workdir, _ = tiny_run
+    manifest = json.loads((workdir / "results/data/stdlib/manifest.json").read_text())
+    assert manifest["python_version"] == ".".join(map(str, sys.version_info[:3]))
+    assert manifest["documents_in"] == manifest["documents_out"] + sum(manifest["removed"].values())
+    docs = 0
+    for split in ("train", "val"):
+        for shard in ("00000", "00001"):
+            meta = json.loads(
+                (workdir / f"results/tokens/bpe-512/stdlib/{split}/part-{shard}.json").read_text()
+            )
+            docs += meta["docs"]
+    assert docs == manifest["documents_out"]
+
+
+def test_rerun_schedules_nothing(tiny_run):
+    workdir, _ = tiny_run
+    dry = snakemake(workdir, "-n")
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_mlflow_store(tiny_run):
+    from mlflow.tracking import MlflowClient
+
+    workdir, _ = tiny_run
+    uri = f"sqlite:///{workdir / 'results/mlflow/mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("lmscaling-tiny")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("lmscaling.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("lmscaling.role") == "child"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    # 1 prepare_corpus + 1 train_tokenizer + 4 tokenize + 3 train + 3 evaluate + collect + fit
+    assert len(children) == 14
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert all(r.info.status == "FINISHED" for r in children)
+    rules = sorted(r.data.tags["lmscaling.rule"] for r in children)
+    assert rules.count("train_model") == 3 and rules.count("tokenize") == 4
+    train = [r for r in children if r.data.tags["lmscaling.rule"] == "train_model"]
+    for run in train:
+        history = client.get_metric_history(run.info.run_id, "loss")
+        assert len(history) >= 5
+        assert run.data.metrics["N"] > 0
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "scaling_law.png" in artifacts
+
+
+def _write_config(tmp_path: Path, corpus: dict) -> Path:
+    config = yaml.safe_load(TINY.read_text())
+    config["corpora"] = {"bad": corpus}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_missing_file_stops_before_any_job(tmp_path):
+    config = _write_config(tmp_path, {"source": "files", "paths": ["nowhere/data.jsonl"]})
+    proc = snakemake(tmp_path, config=config, check=False)
+    assert proc.returncode != 0
+    assert "nowhere/data.jsonl" in proc.stderr and "corpora.bad.paths" in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_no_usable_document_and_wrong_field_stop_before_training(tmp_path):
+    (tmp_path / "short.txt").write_text("tiny\n")
+    config = _write_config(tmp_path, {"source": "files", "paths": ["short.txt"], "min_chars": 64})
+    proc = snakemake(tmp_path, config=config, check=False)
+    assert proc.returncode != 0
+    assert "no usable document" in proc.stderr
+    assert not (tmp_path / "results/models").exists()
+    assert not list((tmp_path / "results").glob("data/bad/**/*.parquet"))
+
+    (tmp_path / "docs.jsonl").write_text('{"body": "some text"}\n' * 3)
+    config = _write_config(tmp_path, {"source": "files", "paths": ["docs.jsonl"]})
+    proc = snakemake(tmp_path, config=config, check=False)
+    assert proc.returncode != 0
+    assert "corpora.bad.text_field" in proc.stderr
+    assert not list((tmp_path / "results").glob("data/bad/**/*.parquet"))
