@@ -1,9 +1,9 @@
 """Rule evaluate: held-out loss, perplexity and bits-per-byte of one model (lmscaling.evaluate)."""
 
 import torch
-from lmscaling.evaluate import evaluate
 
 from lmscaling import tokenizer, tracking
+from lmscaling.evaluate import evaluate
 from lmscaling.io import read_json, write_json
 from lmscaling.jobs import configure_logging, guard
 from lmscaling.model import load_checkpoint
