@@ -1,50 +1,117 @@
 """prepare_corpus: raw corpora to cleaned, deduplicated, hash-split Parquet shards.
 
-One corpus becomes, under ``out_dir``::
+One corpus becomes, under ``results/data/{corpus}/``::
 
     train/part-00000.parquet ... train/part-{num_shards - 1:05d}.parquet
     val/part-00000.parquet   ... val/part-{num_shards - 1:05d}.parquet
-    manifest.json
+    manifest.json            counts, removals per reason, per-shard rows/bytes/sha256
+    filter_report.csv        documents and bytes removed per reason, before/after size
 
-Every shard has the same pinned schema: ``id: string`` (hex sha256 of the text), ``source:
-string`` (where the document came from: ``os.py``, ``data/a.jsonl.gz:17`` with a 1-based line,
-``x.parquet:5`` with a 0-based row) and ``text: large_string`` (the normalized text).
+Every shard has one pinned schema (:data:`SHARD_SCHEMA`): ``id: string`` (hex sha256 of the
+text), ``source: string`` (where the document came from: ``os.py``, ``data/a.jsonl.gz:17``
+with a 1-based line, ``x.parquet:5`` with a 0-based row) and ``text: large_string``.
 
-Pipeline, one document at a time (memory bounded by the row-group buffers and the set of seen
-hashes): read -> :func:`normalize` -> drop empty and too-short documents -> exact deduplication on
-the sha256 of the normalized text, across every file of the corpus (exact-duplicate removal as in
-Lee et al. 2022, "Deduplicating Training Data Makes Language Models Better") -> train/val split
-and shard chosen from that same hash. Because split and shard are functions of the text alone,
-the partition does not depend on input order, machine or run, a duplicate can never straddle
-train and val, and the shard count is fixed by config so the workflow's DAG is known before any
-job runs. Every document removed is counted with its reason in the manifest.
+The work is split into steps that run as separate jobs (or in one process, see
+:func:`prepare_corpus`), so that more cores or cluster nodes speed it up:
+
+1. **map** (:func:`map_task`), one job per group of input files (:func:`plan_map_tasks`):
+   read (:mod:`lmscaling.readers`), clean (:func:`lmscaling.filters.clean_text`), length and
+   quality filters (Gopher, C4), then the sha256 digest of the cleaned text picks the shard.
+   Documents go to one Parquet file, one row group per shard per flush, memory bounded by
+   ``map_buffer_bytes``.
+2. **near-dup** (:func:`near_dup_task`, only when enabled), one job per corpus: MinHash LSH
+   clusters over the band hashes of every document (see :mod:`lmscaling.dedup`).
+3. **reduce** (:func:`reduce_shard`), one job per shard: reads that shard's row groups of every
+   map output in input order, removes exact duplicates (global: all copies of a text share a
+   digest and so a shard) and near duplicates, splits train/val by digest, writes the shard
+   with row groups capped in bytes.
+4. **publish** (:func:`publish_corpus`), one job per corpus: checks the whole corpus (some
+   document kept, neither split empty), puts the shards in place, writes the manifest and the
+   filter report. Consumers see shards only after these checks.
+
+Split and shard are functions of the cleaned text alone, so the result does not depend on the
+grouping of files into map tasks, the number of cores or the machine; every output is
+byte-identical across reruns. The file list and the shard count are known before any job runs,
+so the workflow's DAG is fixed at parse time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import fnmatch
-import glob
-import gzip
 import hashlib
 import io
-import json
+import logging
 import os
 import platform
-import re
+import shutil
 import sysconfig
-import unicodedata
-from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import zstandard
 
-from lmscaling.io import atomic_path, sha256_file, write_json
+from lmscaling.dedup import (
+    MinHasher,
+    NearDupOptions,
+    digest,
+    near_duplicate_clusters,
+    shard_from_digest,
+    split_from_digest,
+)
+from lmscaling.filters import (
+    C4Filter,
+    CleanOptions,
+    GopherQuality,
+    GopherRepetition,
+    QualityOptions,
+    clean_text,
+    filter_from_config,
+)
+from lmscaling.io import atomic_path, read_json, sha256_file, write_json
+from lmscaling.readers import (
+    FORMATS,
+    READ_REASONS,
+    TEXT_UNITS,
+    CorpusError,
+    InputFile,
+    ReadOptions,
+    Tally,
+    read_file,
+    resolve_files,
+)
+
+__all__ = [
+    "CorpusError",
+    "CorpusSpec",
+    "DataOptions",
+    "InputFile",
+    "REMOVAL_REASONS",
+    "SHARD_SCHEMA",
+    "SPLITS",
+    "corpus_spec_from_config",
+    "data_options_from_config",
+    "iter_documents",
+    "map_task",
+    "mixture_probabilities",
+    "near_dup_task",
+    "normalize",
+    "plan_map_tasks",
+    "prepare_corpus",
+    "publish_corpus",
+    "reduce_shard",
+    "resolve_inputs",
+    "shard_names",
+    "shard_of",
+    "split_of",
+]
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
 SOURCES = ("python-stdlib", "files")
@@ -63,7 +130,7 @@ DEFAULT_STDLIB_EXCLUDE: tuple[str, ...] = (
     # Third-party packages installed into this interpreter.
     "site-packages/*",
     "dist-packages/*",
-    # Data, not code: the topics text is read separately as documents, see iter_documents.
+    # Data, not code: the topics text is read separately as documents, see resolve_inputs.
     "pydoc_data/*",
     "_sysconfigdata_*",
     # Character-map tables generated by gencodec.py: hex tables, not human-written code.
@@ -78,8 +145,18 @@ DEFAULT_STDLIB_EXCLUDE: tuple[str, ...] = (
 )
 """fnmatch globs on the POSIX path relative to the stdlib root (``*`` also matches ``/``)."""
 
-REMOVAL_REASONS = ("empty", "too_short", "duplicate", "invalid_json", "missing_text_field")
-"""Every reason a document read from the corpus does not reach a shard."""
+REMOVAL_REASONS = (
+    *READ_REASONS,
+    "empty",
+    "too_short",
+    "too_long",
+    *GopherRepetition.REASONS,
+    *GopherQuality.REASONS,
+    *C4Filter.REASONS,
+    "duplicate",
+    "near_duplicate",
+)
+"""Every reason a document read from the corpus does not reach a shard, in pipeline order."""
 
 SHARD_SCHEMA = pa.schema(
     [
@@ -90,16 +167,57 @@ SHARD_SCHEMA = pa.schema(
 )
 
 _TOPICS_ID = "pydoc_data.topics"
-_TEXT_SUFFIXES = {".txt": "text", ".py": "text", ".jsonl": "jsonl", ".json": "jsonl"}
-_COMPRESSIONS = {".gz": "gz", ".zst": "zst"}
-_SUPPORTED = ".txt, .py, .jsonl, .json (each optionally .gz or .zst), .parquet"
-_CONTROL_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # category Cc except \t and \n
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
-_PARQUET_BATCH_ROWS = 1024
+_MAP_COLUMNS = [
+    pa.field("shard", pa.int32(), nullable=False),
+    pa.field("order", pa.int64(), nullable=False),
+    pa.field("digest", pa.binary(32), nullable=False),
+    pa.field("raw_bytes", pa.int64(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("text", pa.large_string(), nullable=False),
+]
+_BANDS_FIELD = pa.field("bands", pa.list_(pa.uint64()), nullable=False)
+_NEARDUP_SCHEMA = pa.schema(
+    [
+        pa.field("shard", pa.int32(), nullable=False),
+        pa.field("digest", pa.binary(32), nullable=False),
+        pa.field("kept", pa.binary(32), nullable=False),
+    ]
+)
+MIB = 1 << 20
 
 
-class CorpusError(ValueError):
-    """Bad corpus input or config; the message names the file, line/record or config key."""
+# ----------------------------------------------------------------------------- arrow
+
+
+def _arrow(values: Sequence, dtype: pa.DataType) -> pa.Array:
+    """An Arrow array of ``values`` built from buffers (no null, no validation).
+
+    ``pa.array`` would import pandas (about a second per job) to check for pandas objects; the
+    columns here are plain strings, 32-byte digests, integers and lists of uint64.
+    """
+    n = len(values)
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        encoded = [v.encode("utf-8") for v in values]
+        offsets = np.zeros(n + 1, np.int64 if pa.types.is_large_string(dtype) else np.int32)
+        np.cumsum([len(b) for b in encoded], out=offsets[1:])
+        data = pa.py_buffer(b"".join(encoded))
+        return pa.Array.from_buffers(dtype, n, [None, pa.py_buffer(offsets), data])
+    if pa.types.is_fixed_size_binary(dtype):
+        return pa.Array.from_buffers(dtype, n, [None, pa.py_buffer(b"".join(values))])
+    if pa.types.is_list(dtype):
+        offsets = np.zeros(n + 1, np.int32)
+        np.cumsum([len(v) for v in values], out=offsets[1:])
+        flat = [x for v in values for x in v]
+        child = _arrow(flat, dtype.value_type)
+        return pa.Array.from_buffers(dtype, n, [None, pa.py_buffer(offsets)], children=[child])
+    array = np.asarray(values, dtype=_NUMPY_TYPES[dtype])
+    return pa.Array.from_buffers(dtype, n, [None, pa.py_buffer(array)])
+
+
+_NUMPY_TYPES = {pa.int32(): np.int32, pa.int64(): np.int64, pa.uint64(): np.uint64}
+
+
+# ----------------------------------------------------------------------------- config
 
 
 @dataclass(frozen=True)
@@ -110,14 +228,26 @@ class CorpusSpec:
         name: corpus name (a path component of the outputs).
         source: ``"python-stdlib"`` (the ``.py`` files of the running interpreter's standard
             library plus the ``pydoc_data.topics`` texts) or ``"files"``.
-        paths: files or glob patterns (``**`` recursive), for ``source == "files"``.
-        text_field: JSON Lines key / Parquet column holding the text.
-        include: fnmatch globs; when given, only files matching one of them are read (same
-            matching as ``exclude``), e.g. ``["json/*.py"]`` for a slice of the stdlib.
-        exclude: fnmatch globs removed from the expanded file list. For ``files`` they match the
-            path as expanded (``data/x/a.jsonl``); for ``python-stdlib`` the POSIX path relative to
-            the stdlib root, and the pseudo-path ``pydoc_data.topics`` for the topic texts.
-        min_chars: documents with fewer characters (after normalization) are dropped.
+        paths: files, glob patterns (``**`` recursive) or directories, for ``files``.
+        remote: ``({"url": ..., "sha256": ...}, ...)``: remote files, fetched by the workflow
+            (Snakemake HTTP storage) and checked against the pinned sha256 before reading.
+        format: one of :data:`lmscaling.readers.FORMATS` (``auto``: by extension).
+        text_unit: one document per ``file``, ``line`` or blank-line-separated ``paragraph``
+            (plain text only).
+        text_field: JSON key / Parquet or CSV column holding the text.
+        include: fnmatch globs; when given, only files matching one of them are read.
+        exclude: fnmatch globs removed from the file list (for ``files`` on the path as
+            expanded; for ``python-stdlib`` on the POSIX path relative to the stdlib root, and
+            the pseudo-path ``pydoc_data.topics`` for the topic texts).
+        weight: share of this corpus in the training mixture, relative to the other corpora
+            (see :func:`mixture_probabilities`).
+        min_chars, max_chars: documents with fewer / more characters after cleaning are
+            removed (``too_short`` / ``too_long``; max_chars 0 = no limit).
+        read: reading policies (:class:`lmscaling.readers.ReadOptions`).
+        clean: cleaning steps (:class:`lmscaling.filters.CleanOptions`).
+        quality: quality filters (:class:`lmscaling.filters.QualityOptions`), all off by default.
+        exact_dedup: remove exact duplicates (same cleaned text) across the whole corpus.
+        near_dedup: MinHash LSH near-duplicate removal options, or None (off).
 
     Raises:
         CorpusError: naming ``corpora.<name>.<key>`` for an invalid combination.
@@ -130,6 +260,16 @@ class CorpusSpec:
     exclude: tuple[str, ...] = ()
     min_chars: int = 1
     include: tuple[str, ...] = ()
+    remote: tuple[dict, ...] = ()
+    format: str = "auto"
+    text_unit: str = "file"
+    weight: float = 1.0
+    max_chars: int = 0
+    read: ReadOptions = field(default_factory=ReadOptions)
+    clean: CleanOptions = field(default_factory=CleanOptions)
+    quality: QualityOptions = field(default_factory=QualityOptions)
+    exact_dedup: bool = True
+    near_dedup: NearDupOptions | None = None
 
     def selected(self, relpath: str) -> bool:
         """True when ``relpath`` passes ``include`` (if any) and no ``exclude`` pattern."""
@@ -141,24 +281,74 @@ class CorpusSpec:
         key = f"corpora.{self.name}"
         if self.source not in SOURCES:
             raise CorpusError(f"{key}.source: {self.source!r}; expected one of {list(SOURCES)}")
-        if self.source == "files" and not self.paths:
+        if self.source == "files" and not (self.paths or self.remote):
             raise CorpusError(f"{key}.paths: source 'files' needs at least one file or glob")
-        if self.source == "python-stdlib" and self.paths:
+        if self.source == "python-stdlib" and (self.paths or self.remote):
             raise CorpusError(f"{key}.paths: not used by source 'python-stdlib'; remove it")
         if not isinstance(self.text_field, str) or not self.text_field:
             raise CorpusError(f"{key}.text_field: expected a non-empty string")
-        if isinstance(self.min_chars, bool) or not isinstance(self.min_chars, int):
-            raise CorpusError(f"{key}.min_chars: expected an integer, got {self.min_chars!r}")
-        if self.min_chars < 0:
-            raise CorpusError(f"{key}.min_chars: must be >= 0, got {self.min_chars}")
+        for name in ("min_chars", "max_chars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise CorpusError(f"{key}.{name}: expected an integer >= 0, got {value!r}")
+        if self.format not in FORMATS:
+            raise CorpusError(f"{key}.format: {self.format!r}; expected one of {list(FORMATS)}")
+        if self.text_unit not in TEXT_UNITS:
+            raise CorpusError(
+                f"{key}.text_unit: {self.text_unit!r}; expected one of {list(TEXT_UNITS)}"
+            )
+        if isinstance(self.weight, bool) or not isinstance(self.weight, int | float):
+            raise CorpusError(f"{key}.weight: expected a number > 0, got {self.weight!r}")
+        if not self.weight > 0:
+            raise CorpusError(f"{key}.weight: must be > 0, got {self.weight}")
+        if self.read.text_field != self.text_field or self.read.text_unit != self.text_unit:
+            object.__setattr__(
+                self,
+                "read",
+                replace(self.read, text_field=self.text_field, text_unit=self.text_unit),
+            )
+
+
+_POLICIES = {
+    "invalid_utf8": ("replace", "drop"),
+    "utf16": ("transcode", "skip", "error"),
+    "read_errors": ("error", "skip"),
+}
+_TOP_KEYS = (
+    "source",
+    "paths",
+    "remote",
+    "format",
+    "text_unit",
+    "text_field",
+    "include",
+    "exclude",
+    "weight",
+    "min_chars",
+    "max_chars",
+    "read_errors",
+    "clean",
+    "quality",
+    "dedup",
+)
+_CLEAN_KEYS = (
+    *(f.name for f in CleanOptions.__dataclass_fields__.values()),
+    "invalid_utf8",
+    "utf16",
+)
 
 
 def corpus_spec_from_config(name: str, cfg: dict) -> CorpusSpec:
     """Build the :class:`CorpusSpec` of ``config["corpora"][name]``.
 
-    Keys: ``source`` (required: ``python-stdlib`` or ``files``), ``paths`` (a string or list of
-    strings), ``text_field``, ``include``, ``exclude`` (replaces :data:`DEFAULT_STDLIB_EXCLUDE` for
-    ``python-stdlib`` when given), ``min_chars``.
+    Keys: ``source`` (required), ``paths``, ``remote`` (list of ``{url, sha256}``), ``format``,
+    ``text_unit``, ``text_field``, ``include``, ``exclude`` (replaces
+    :data:`DEFAULT_STDLIB_EXCLUDE` for ``python-stdlib`` when given), ``weight``, ``min_chars``,
+    ``max_chars``, ``read_errors`` (``error``/``skip``), ``clean`` (booleans of
+    :class:`~lmscaling.filters.CleanOptions` plus ``invalid_utf8``: replace/drop and ``utf16``:
+    transcode/skip/error), ``quality`` (``gopher_repetition``, ``gopher_quality``, ``c4``: each
+    false, true for the paper's thresholds, or a mapping of thresholds), ``dedup`` (``exact``:
+    bool; ``near``: false, true or a mapping of :class:`~lmscaling.dedup.NearDupOptions`).
 
     Raises:
         CorpusError: naming ``corpora.<name>.<key>`` for an unknown, missing or invalid key.
@@ -166,10 +356,7 @@ def corpus_spec_from_config(name: str, cfg: dict) -> CorpusSpec:
     key = f"corpora.{name}"
     if not isinstance(cfg, dict):
         raise CorpusError(f"{key}: expected a mapping, got {type(cfg).__name__}")
-    allowed = ("source", "paths", "text_field", "include", "exclude", "min_chars")
-    for k in cfg:
-        if k not in allowed:
-            raise CorpusError(f"{key}.{k}: unknown key; allowed: {', '.join(allowed)}")
+    _check_keys(cfg, _TOP_KEYS, key)
     if "source" not in cfg:
         raise CorpusError(f"{key}.source: missing; one of {list(SOURCES)}")
     source = cfg["source"]
@@ -177,15 +364,92 @@ def corpus_spec_from_config(name: str, cfg: dict) -> CorpusSpec:
         exclude = _str_tuple(cfg["exclude"], f"{key}.exclude")
     else:
         exclude = DEFAULT_STDLIB_EXCLUDE if source == "python-stdlib" else ()
+
+    clean_cfg = _mapping(cfg.get("clean", {}), f"{key}.clean")
+    _check_keys(clean_cfg, _CLEAN_KEYS, f"{key}.clean")
+    policies = {"read_errors": cfg.get("read_errors", "error")}
+    for k in ("invalid_utf8", "utf16"):
+        policies[k] = clean_cfg.pop(k, _POLICIES[k][0])
+    for k, value in policies.items():
+        where = f"{key}.{'clean.' if k != 'read_errors' else ''}{k}"
+        if value not in _POLICIES[k]:
+            raise CorpusError(f"{where}: {value!r}; expected one of {list(_POLICIES[k])}")
+    for k, value in clean_cfg.items():
+        if not isinstance(value, bool):
+            raise CorpusError(f"{key}.clean.{k}: expected true or false, got {value!r}")
+    clean = CleanOptions(**clean_cfg)
+
+    quality_cfg = _mapping(cfg.get("quality", {}), f"{key}.quality")
+    _check_keys(quality_cfg, ("gopher_repetition", "gopher_quality", "c4"), f"{key}.quality")
+    dedup_cfg = _mapping(cfg.get("dedup", {}), f"{key}.dedup")
+    _check_keys(dedup_cfg, ("exact", "near"), f"{key}.dedup")
+    exact = dedup_cfg.get("exact", True)
+    if not isinstance(exact, bool):
+        raise CorpusError(f"{key}.dedup.exact: expected true or false, got {exact!r}")
+    try:
+        quality = QualityOptions(
+            gopher_repetition=filter_from_config(
+                GopherRepetition,
+                quality_cfg.get("gopher_repetition"),
+                f"{key}.quality.gopher_repetition",
+            ),
+            gopher_quality=filter_from_config(
+                GopherQuality, quality_cfg.get("gopher_quality"), f"{key}.quality.gopher_quality"
+            ),
+            c4=filter_from_config(C4Filter, quality_cfg.get("c4"), f"{key}.quality.c4"),
+        )
+        near = filter_from_config(NearDupOptions, dedup_cfg.get("near"), f"{key}.dedup.near")
+        if near is not None:
+            MinHasher(near)  # validates the options
+    except (TypeError, ValueError) as err:
+        if isinstance(err, CorpusError):
+            raise
+        raise CorpusError(str(err) if str(err).startswith(key) else f"{key}: {err}") from None
+    text_field = cfg.get("text_field", "text")
+    text_unit = cfg.get("text_unit", "file")
+    remote = cfg.get("remote", [])
+    if not isinstance(remote, list):
+        raise CorpusError(f"{key}.remote: expected a list of {{url, sha256}} mappings")
     return CorpusSpec(
         name=name,
         source=source,
         paths=_str_tuple(cfg.get("paths", ()), f"{key}.paths"),
-        text_field=cfg.get("text_field", "text"),
+        remote=tuple(remote),
+        format=cfg.get("format", "auto"),
+        text_unit=text_unit,
+        text_field=text_field,
         exclude=exclude,
-        min_chars=cfg.get("min_chars", 1),
         include=_str_tuple(cfg.get("include", ()), f"{key}.include"),
+        weight=cfg.get("weight", 1.0),
+        min_chars=cfg.get("min_chars", 1),
+        max_chars=cfg.get("max_chars", 0) or 0,
+        read=ReadOptions(
+            text_field=text_field if isinstance(text_field, str) else "text",
+            text_unit=text_unit,
+            invalid_utf8=policies["invalid_utf8"],
+            utf16=policies["utf16"],
+            read_errors=policies["read_errors"],
+            strip_bom=clean.strip_bom,
+        ),
+        clean=clean,
+        quality=quality,
+        exact_dedup=exact,
+        near_dedup=near,
     )
+
+
+def _check_keys(cfg: dict, allowed: Sequence[str], key: str) -> None:
+    for k in cfg:
+        if k not in allowed:
+            raise CorpusError(f"{key}.{k}: unknown key; allowed: {', '.join(allowed)}")
+
+
+def _mapping(value: object, key: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CorpusError(f"{key}: expected a mapping, got {value!r}")
+    return dict(value)
 
 
 def _str_tuple(value: object, key: str) -> tuple[str, ...]:
@@ -194,6 +458,84 @@ def _str_tuple(value: object, key: str) -> tuple[str, ...]:
     if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise CorpusError(f"{key}: expected a string or a list of strings, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Corpus-independent settings of preparation (the ``data:`` section of the config).
+
+    Attributes:
+        val_fraction: expected fraction of documents in val, chosen per document by hash.
+        num_shards: shards per split (fixes the DAG before any job runs).
+        map_task_bytes: input files are grouped into map jobs of about this many bytes on
+            disk (a larger file is a job of its own; a remote file always is).
+        map_buffer_bytes: text a map job holds before writing row groups (memory bound).
+        row_group_bytes: cap on the text bytes of one row group of an output shard.
+        max_shard_bytes: cap on the text bytes of one output shard file (0 = none); a shard
+            above it stops preparation with a message to raise ``data.num_shards``.
+        report_examples: removed documents shown per reason in the manifest.
+    """
+
+    val_fraction: float = 0.05
+    num_shards: int = 2
+    map_task_bytes: int = 64 * MIB
+    map_buffer_bytes: int = 16 * MIB
+    row_group_bytes: int = 16 * MIB
+    max_shard_bytes: int = 0
+    report_examples: int = 3
+
+    def __post_init__(self) -> None:
+        shard_names(self.num_shards)
+        _check_val_fraction(self.val_fraction)
+        for name in (
+            "map_task_bytes",
+            "map_buffer_bytes",
+            "row_group_bytes",
+            "max_shard_bytes",
+            "report_examples",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise CorpusError(f"data.{name}: expected an integer >= 0, got {value!r}")
+        if self.row_group_bytes < 1 or self.map_buffer_bytes < 1:
+            raise CorpusError("data.row_group_bytes and data.map_buffer_bytes must be >= 1")
+
+
+def data_options_from_config(cfg: dict) -> DataOptions:
+    """The :class:`DataOptions` of ``config["data"]`` (unknown keys are an error).
+
+    Raises:
+        CorpusError: naming ``data.<key>``.
+    """
+    known = tuple(DataOptions.__dataclass_fields__)
+    _check_keys(cfg, known, "data")
+    return DataOptions(**cfg)
+
+
+def mixture_probabilities(corpora: Mapping[str, Mapping]) -> dict[str, float]:
+    """Sampling probability of each corpus in the training mixture: p_i = w_i / Σ_j w_j.
+
+    ``w_i`` is ``corpora.<name>.weight`` (default 1). Weights are relative shares of training
+    tokens, as the data-path weights of Megatron-LM and the domain weights of DoReMi (Xie et
+    al. 2023): a trainer draws each sequence from corpus i with probability p_i, whatever the
+    corpus sizes. Accepts the config's ``corpora`` mapping or ``{name: weight}``.
+
+    Returns:
+        ``{name: p}`` in the given order; the values sum to 1.
+
+    Raises:
+        CorpusError: naming ``corpora.<name>.weight`` for a weight that is not a number > 0.
+    """
+    weights = {}
+    for name, cfg in corpora.items():
+        w = cfg.get("weight", 1.0) if isinstance(cfg, Mapping) else cfg
+        if isinstance(w, bool) or not isinstance(w, int | float) or not w > 0:
+            raise CorpusError(f"corpora.{name}.weight: expected a number > 0, got {w!r}")
+        weights[name] = float(w)
+    if not weights:
+        raise CorpusError("corpora: no corpus")
+    total = sum(weights.values())
+    return {name: w / total for name, w in weights.items()}
 
 
 def shard_names(num_shards: int) -> list[str]:
@@ -209,281 +551,11 @@ def shard_names(num_shards: int) -> list[str]:
     return [f"{i:05d}" for i in range(num_shards)]
 
 
-def _shard_relpath(split: str, shard: str) -> str:
-    return f"{split}/part-{shard}.parquet"
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-def _excluded(relpath: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(relpath, p) for p in patterns)
-
-
-def _stdlib_root() -> Path:
-    return Path(sysconfig.get_paths()["stdlib"])
-
-
-def _file_format(path: Path) -> tuple[str, str | None]:
-    """(kind, compression) of ``path``: kind is text/jsonl/parquet, compression gz/zst/None."""
-    name = path.name.lower()
-    compression = _COMPRESSIONS.get(os.path.splitext(name)[1])
-    if compression is not None:
-        name = os.path.splitext(name)[0]
-    suffix = os.path.splitext(name)[1]
-    kind = "parquet" if suffix == ".parquet" and compression is None else _TEXT_SUFFIXES.get(suffix)
-    if kind is None:
-        raise CorpusError(f"{path.as_posix()}: unsupported file type; supported: {_SUPPORTED}")
-    return kind, compression
-
-
-def resolve_inputs(spec: CorpusSpec) -> list[Path]:
-    """The sorted, de-duplicated input files of ``spec``, without reading any of them.
-
-    Cheap enough for workflow parse time (directory listing and ``stat`` only). For
-    ``python-stdlib``: every ``*.py`` under ``sysconfig.get_paths()["stdlib"]`` not matched by
-    ``spec.exclude`` (directories excluded as ``dir/*`` are not walked). For ``files``: each
-    entry of ``spec.paths`` expanded (``glob.glob(recursive=True)`` when it has a wildcard),
-    minus ``spec.exclude``. Sorted by POSIX path string.
-
-    Raises:
-        CorpusError: a missing file or a glob that matches no file (naming it and
-            ``corpora.<name>.paths``), an unsupported extension (naming the file), or no file
-            left after ``corpora.<name>.exclude``.
-    """
-    key = f"corpora.{spec.name}"
-    if spec.source == "python-stdlib":
-        root = _stdlib_root()
-        found = []
-        for dirpath, dirnames, filenames in os.walk(root):
-            rel = Path(dirpath).relative_to(root).as_posix()
-            prefix = "" if rel == "." else rel + "/"
-            dirnames[:] = [
-                d
-                for d in dirnames
-                if d != "__pycache__" and not _dir_excluded(prefix + d, spec.exclude)
-            ]
-            found += [
-                Path(dirpath, f)
-                for f in filenames
-                if f.endswith(".py") and spec.selected(prefix + f)
-            ]
-        if not found:
-            raise CorpusError(f"{key}.include/exclude: no file of the stdlib at {root} is selected")
-        return sorted(found, key=Path.as_posix)
-
-    found_by_name: dict[str, Path] = {}
-    for entry in spec.paths:
-        if any(c in entry for c in "*?["):
-            matches = [Path(p) for p in glob.glob(entry, recursive=True) if os.path.isfile(p)]
-            if not matches:
-                raise CorpusError(f"{key}.paths: pattern {entry!r} matches no file")
-        elif os.path.isfile(entry):
-            matches = [Path(entry)]
-        elif os.path.isdir(entry):
-            raise CorpusError(
-                f"{key}.paths: {entry!r} is a directory; use a glob such as "
-                f"'{entry.rstrip('/')}/**/*.jsonl'"
-            )
-        else:
-            raise CorpusError(f"{key}.paths: file {entry!r} does not exist")
-        for p in matches:
-            found_by_name[p.as_posix()] = p
-    files = [p for name, p in sorted(found_by_name.items()) if spec.selected(name)]
-    if not files:
-        raise CorpusError(f"{key}.include/exclude: no file matched by {key}.paths is selected")
-    for p in files:
-        _file_format(p)
-    return files
-
-
-def _dir_excluded(reldir: str, patterns: tuple[str, ...]) -> bool:
-    """True when a pattern ``X/*`` with ``X`` matching ``reldir`` excludes all it contains."""
-    return any(p.endswith("/*") and fnmatch.fnmatchcase(reldir, p[:-2]) for p in patterns)
-
-
-# ----------------------------------------------------------------------------- reading
-
-
-def normalize(text: str) -> str:
-    """Canonical form of a document's text.
-
-    Line endings unified (``\\r\\n`` and lone ``\\r`` become ``\\n``); control characters
-    (Unicode category Cc) removed except ``\\n`` and ``\\t``; leading byte-order marks (U+FEFF)
-    stripped; Unicode NFC. Idempotent: ``normalize(normalize(t)) == normalize(t)``.
-    """
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL_RE.sub("", text)
-    text = text.lstrip("\ufeff")
-    if not unicodedata.is_normalized("NFC", text):
-        text = unicodedata.normalize("NFC", text)
-    return text
-
-
-def _decode(data: bytes) -> tuple[str, bool]:
-    """UTF-8 text of ``data`` (bad bytes become U+FFFD) and whether any byte was bad."""
-    try:
-        return data.decode("utf-8"), False
-    except UnicodeDecodeError:
-        return data.decode("utf-8", errors="replace"), True
-
-
-def _open_binary(path: Path, compression: str | None) -> BinaryIO:
-    if compression == "gz":
-        return gzip.open(path, "rb")
-    if compression == "zst":
-        reader = zstandard.ZstdDecompressor().stream_reader(
-            open(path, "rb"), read_across_frames=True, closefd=True
-        )
-        return io.BufferedReader(reader)
-    return open(path, "rb")
-
-
-def iter_documents(spec: CorpusSpec, counts: Counter) -> Iterator[tuple[str, str]]:
-    """Stream ``(source_id, raw_text)`` for every document of ``spec``, in input order.
-
-    ``.txt`` / ``.py``: the whole file is one document, source id = path. JSON Lines: one
-    document per line with a string ``text_field``, source id ``path:line`` (1-based; blank lines
-    are not records). Parquet: one document per row of column ``text_field`` (``string`` or
-    ``large_string``), source id ``path:row`` (0-based), read in record batches. For
-    ``python-stdlib`` source ids are relative to the stdlib root (``os.py``) and one document per
-    topic of ``pydoc_data.topics.topics`` follows (``pydoc_data.topics:<topic>``), unless an
-    exclude pattern matches ``pydoc_data.topics``.
-
-    Side effects on ``counts`` (documents are never dropped silently):
-        ``invalid_utf8``: documents kept with undecodable bytes (or lone surrogates in JSON)
-        replaced by U+FFFD; ``invalid_json``: lines that do not parse (skipped);
-        ``missing_text_field``: records without a string ``text_field`` or null cells (skipped).
-
-    Raises:
-        CorpusError: a JSON Lines or Parquet file with no record holding the field (naming the
-            file and ``corpora.<name>.text_field``), a Parquet file without the column (naming
-            the columns it has) or with a non-string one, or a file that cannot be read or
-            decompressed (naming it).
-    """
-    yield from _iter_files(spec, resolve_inputs(spec), counts)
-
-
-def _iter_files(spec: CorpusSpec, files: list[Path], counts: Counter) -> Iterator[tuple[str, str]]:
-    root = _stdlib_root() if spec.source == "python-stdlib" else None
-    for path in files:
-        source_id = path.relative_to(root).as_posix() if root else path.as_posix()
-        kind, compression = _file_format(path)
-        try:
-            if kind == "text":
-                with _open_binary(path, compression) as fh:
-                    text, bad = _decode(fh.read())
-                counts["invalid_utf8"] += bad
-                yield source_id, text
-            elif kind == "jsonl":
-                yield from _iter_jsonl(path, source_id, compression, spec, counts)
-            else:
-                yield from _iter_parquet(path, source_id, spec, counts)
-        except (OSError, EOFError, zstandard.ZstdError, pa.ArrowException) as exc:
-            raise CorpusError(f"{source_id}: cannot read ({type(exc).__name__}: {exc})") from exc
-    if root is not None and spec.selected(_TOPICS_ID):
-        from pydoc_data.topics import topics
-
-        for topic in sorted(topics):
-            yield f"{_TOPICS_ID}:{topic}", topics[topic]
-
-
-def _iter_jsonl(
-    path: Path, source_id: str, compression: str | None, spec: CorpusSpec, counts: Counter
-) -> Iterator[tuple[str, str]]:
-    field = spec.text_field
-    records = invalid = missing = kept = 0
-    first_keys: list[str] | None = None
-    with _open_binary(path, compression) as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            line, bad = _decode(raw)
-            if lineno == 1:
-                line = line.removeprefix("\ufeff")
-            if not line.strip():
-                continue
-            records += 1
-            try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, RecursionError):
-                counts["invalid_json"] += 1
-                invalid += 1
-                continue
-            value = record.get(field) if isinstance(record, dict) else None
-            if not isinstance(value, str):
-                counts["missing_text_field"] += 1
-                missing += 1
-                if first_keys is None and isinstance(record, dict):
-                    first_keys = sorted(record)[:20]
-                continue
-            if _SURROGATE_RE.search(value):  # lone \udXXX escapes cannot be encoded as UTF-8
-                value, bad = _SURROGATE_RE.sub("\ufffd", value), True
-            counts["invalid_utf8"] += bad
-            kept += 1
-            yield f"{source_id}:{lineno}", value
-    if records == 0:
-        raise CorpusError(f"{source_id}: no JSON Lines record (corpora.{spec.name}.paths)")
-    if kept == 0:
-        raise CorpusError(
-            f"{source_id}: no record has a string field {field!r} "
-            f"(corpora.{spec.name}.text_field); {records} records: {invalid} invalid JSON, "
-            f"{missing} without the field; keys of the first such record: {first_keys}"
-        )
-
-
-def _iter_parquet(
-    path: Path, source_id: str, spec: CorpusSpec, counts: Counter
-) -> Iterator[tuple[str, str]]:
-    field = spec.text_field
-    with pq.ParquetFile(path) as pf:
-        schema = pf.schema_arrow
-        if field not in schema.names:
-            raise CorpusError(
-                f"{source_id}: no column {field!r} (corpora.{spec.name}.text_field); "
-                f"columns: {schema.names}"
-            )
-        dtype = schema.field(field).type
-        if not (pa.types.is_string(dtype) or pa.types.is_large_string(dtype)):
-            raise CorpusError(
-                f"{source_id}: column {field!r} has type {dtype}, expected string or "
-                f"large_string (corpora.{spec.name}.text_field)"
-            )
-        row = kept = 0
-        for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=[field]):
-            # As bytes, so that invalid UTF-8 is replaced and counted like in the other formats.
-            for value in batch.column(0).cast(pa.large_binary()).to_pylist():
-                if value is None:
-                    counts["missing_text_field"] += 1
-                else:
-                    text, bad = _decode(value)
-                    counts["invalid_utf8"] += bad
-                    kept += 1
-                    yield f"{source_id}:{row}", text
-                row += 1
-    if kept == 0:
-        raise CorpusError(
-            f"{source_id}: no non-null value in column {field!r} among {row} rows "
-            f"(corpora.{spec.name}.text_field)"
-        )
-
-
-# ----------------------------------------------------------------------------- partition
-
-
 def _check_val_fraction(val_fraction: float) -> None:
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float):
         raise CorpusError(f"data.val_fraction: expected a number, got {val_fraction!r}")
     if not 0.0 <= val_fraction <= 1.0:
         raise CorpusError(f"data.val_fraction: must be in [0, 1], got {val_fraction}")
-
-
-def _split_from_digest(digest: bytes, val_fraction: float) -> str:
-    # The top 53 bits of the first 8 digest bytes, as an exact float uniform in [0, 1).
-    u = (int.from_bytes(digest[:8], "big") >> 11) / 2.0**53
-    return "val" if u < val_fraction else "train"
-
-
-def _shard_from_digest(digest: bytes, num_shards: int) -> int:
-    return int.from_bytes(digest[8:16], "big") % num_shards
 
 
 def split_of(text: str, val_fraction: float) -> str:
@@ -496,7 +568,7 @@ def split_of(text: str, val_fraction: float) -> str:
         CorpusError: naming ``data.val_fraction`` unless 0 <= val_fraction <= 1.
     """
     _check_val_fraction(val_fraction)
-    return _split_from_digest(hashlib.sha256(text.encode("utf-8")).digest(), val_fraction)
+    return split_from_digest(digest(text), val_fraction)
 
 
 def shard_of(text: str, num_shards: int) -> int:
@@ -509,20 +581,342 @@ def shard_of(text: str, num_shards: int) -> int:
         CorpusError: naming ``data.num_shards`` for a count outside [1, 100000].
     """
     shard_names(num_shards)
-    return _shard_from_digest(hashlib.sha256(text.encode("utf-8")).digest(), num_shards)
+    return shard_from_digest(digest(text), num_shards)
 
 
-# ----------------------------------------------------------------------------- writing
+def normalize(text: str) -> str:
+    """Canonical form of a document's text (the default cleaning without mojibake repair).
+
+    Line endings unified (``\\r\\n`` and lone ``\\r`` become ``\\n``); control characters
+    (Unicode category Cc) removed except ``\\n`` and ``\\t``; leading byte-order marks (U+FEFF)
+    stripped; Unicode NFC. Idempotent: ``normalize(normalize(t)) == normalize(t)``.
+    """
+    return clean_text(text, CleanOptions(fix_mojibake=False))[0]
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _excluded(relpath: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(relpath, p) for p in patterns)
+
+
+def _dir_excluded(reldir: str, patterns: tuple[str, ...]) -> bool:
+    """True when a pattern ``X/*`` with ``X`` matching ``reldir`` excludes all it contains."""
+    return any(p.endswith("/*") and fnmatch.fnmatchcase(reldir, p[:-2]) for p in patterns)
+
+
+def _stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def resolve_inputs(spec: CorpusSpec) -> list[InputFile]:
+    """The input files of ``spec``, in reading order, without reading any of them.
+
+    Cheap enough for workflow parse time (directory listing and ``stat`` only). For
+    ``python-stdlib``: every ``*.py`` under ``sysconfig.get_paths()["stdlib"]`` selected by
+    include/exclude (excluded ``dir/*`` folders are not walked), named by their POSIX path
+    relative to the stdlib root and sorted by it, then the ``pydoc_data.topics`` pseudo-file.
+    For ``files``: see :func:`lmscaling.readers.resolve_files`.
+
+    Raises:
+        CorpusError: a missing file or a glob that matches no file (naming it and
+            ``corpora.<name>.paths``), an unsupported extension (naming the file), or no file
+            left after ``corpora.<name>.include/exclude``.
+    """
+    key = f"corpora.{spec.name}"
+    if spec.source == "files":
+        return resolve_files(key, spec.paths, spec.remote, spec.format, spec.selected)
+    root = _stdlib_root()
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = Path(dirpath).relative_to(root).as_posix()
+        prefix = "" if rel == "." else rel + "/"
+        dirnames[:] = [
+            d
+            for d in dirnames
+            if d != "__pycache__" and not _dir_excluded(prefix + d, spec.exclude)
+        ]
+        for f in filenames:
+            if f.endswith(".py") and spec.selected(prefix + f):
+                path = Path(dirpath, f)
+                found.append(InputFile(prefix + f, "text", str(path), size=path.stat().st_size))
+    found.sort(key=lambda f: f.name)
+    if spec.selected(_TOPICS_ID):
+        found.append(InputFile(_TOPICS_ID, "pydoc-topics"))
+    if not found:
+        raise CorpusError(f"{key}.include/exclude: no file of the stdlib at {root} is selected")
+    return found
+
+
+def plan_map_tasks(files: Sequence[InputFile], task_bytes: int) -> list[list[InputFile]]:
+    """Group consecutive input files into map tasks of at most ``task_bytes`` bytes on disk.
+
+    A file of unknown size (remote, pseudo-file) or above ``task_bytes`` is a task of its own.
+    The grouping depends only on the file list and sizes, so it is fixed at parse time; the
+    outputs do not depend on it.
+    """
+    tasks: list[list[InputFile]] = []
+    current: list[InputFile] = []
+    size = 0
+    for f in files:
+        alone = f.size < 0 or f.size >= task_bytes
+        if current and (alone or size + f.size > task_bytes):
+            tasks.append(current)
+            current, size = [], 0
+        if alone:
+            tasks.append([f])
+            continue
+        current.append(f)
+        size += f.size
+    if current:
+        tasks.append(current)
+    return tasks
+
+
+def bind_local_paths(files: Sequence[InputFile], local: Sequence[str]) -> list[InputFile]:
+    """``files`` with the local path of each real (not pseudo) file set from ``local``, in order.
+
+    The workflow passes a map job's input files (remote ones fetched by Snakemake storage)
+    as ``local``, one per entry of ``files`` whose format is not ``pydoc-topics``.
+
+    Raises:
+        CorpusError: when the counts differ.
+    """
+    real = [i for i, f in enumerate(files) if f.format != "pydoc-topics"]
+    if len(real) != len(local):
+        raise CorpusError(f"{len(local)} local paths for {len(real)} input files")
+    out = list(files)
+    for i, path in zip(real, local, strict=True):
+        out[i] = replace(files[i], path=str(path))
+    return out
+
+
+def iter_documents(spec: CorpusSpec, tally: Tally | None = None) -> Iterator[tuple[str, str]]:
+    """Stream ``(source_id, raw_text)`` for every document of ``spec``, in input order.
+
+    Local inputs only (remote files are fetched by the workflow). Records that are not
+    documents are counted in ``tally`` (see :func:`lmscaling.readers.read_file`).
+    """
+    tally = Tally() if tally is None else tally
+    for f in resolve_inputs(spec):
+        yield from read_file(f, spec.read, tally, f"corpora.{spec.name}")
+
+
+# ----------------------------------------------------------------------------- map
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def map_task(
+    spec: CorpusSpec,
+    files: Sequence[InputFile],
+    out_parquet: str | os.PathLike,
+    out_json: str | os.PathLike,
+    num_shards: int,
+    map_buffer_bytes: int = 16 * MIB,
+    report_examples: int = 3,
+) -> dict:
+    """Read, clean and filter ``files``; write the kept documents partitioned by shard.
+
+    Per document: clean (:attr:`CorpusSpec.clean`), remove ``empty`` (only whitespace),
+    ``too_short`` / ``too_long`` (characters), quality filters (:attr:`CorpusSpec.quality`),
+    then ``digest = sha256(text)`` and ``shard = shard_from_digest(digest, num_shards)``.
+
+    ``out_parquet`` has columns shard (int32), order (int64: rank among this task's kept
+    documents, input order), digest (32 bytes), raw_bytes (UTF-8 bytes as read), source, text
+    (large_string) and, with near-dedup, bands (list<uint64>). Each row group holds one shard
+    (its min/max statistics say which), so a reducer reads only its own.
+
+    Returns (and writes to ``out_json``): files, documents_read, bytes_read, documents_kept,
+    bytes_kept, per-file content sha256 (over ``source_id NUL sha256(raw text)`` per
+    document), tally (removals per reason with bytes and examples, notes).
+
+    Raises:
+        CorpusError: bad input under an ``error`` policy, or a remote file whose sha256
+            differs from its pin (naming the URL and both digests).
+    """
+    names = shard_names(num_shards)
+    key = f"corpora.{spec.name}"
+    tally = Tally(max_examples=report_examples)
+    hasher = MinHasher(spec.near_dedup) if spec.near_dedup is not None else None
+    fields = _MAP_COLUMNS + ([_BANDS_FIELD] if hasher else [])
+    schema = pa.schema(fields)
+    buffers: list[list[tuple]] = [[] for _ in names]
+    buffered = 0
+    read = read_bytes = kept = kept_bytes = 0
+    content: dict[str, str] = {}
+
+    with atomic_path(out_parquet) as tmp:
+        # Uncompressed: a temporary file, written and read once, where speed beats size.
+        writer = pq.ParquetWriter(
+            tmp, schema, compression="none", use_dictionary=False, write_statistics=["shard"]
+        )
+        try:
+
+            def flush() -> None:
+                for shard, rows in enumerate(buffers):
+                    if rows:
+                        columns = list(zip(*rows, strict=True))
+                        arrays = [_arrow([shard] * len(rows), pa.int32())] + [
+                            _arrow(col, f.type) for col, f in zip(columns, fields[1:], strict=True)
+                        ]
+                        writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+                        rows.clear()
+
+            for f in files:
+                if f.url:
+                    _check_pin(f)
+                file_hash = hashlib.sha256()
+                before = sum(tally.documents.values())
+                yielded = 0
+                for source, raw in read_file(f, spec.read, tally, key):
+                    yielded += 1
+                    raw_bytes = _utf8_len(raw)
+                    read += 1
+                    read_bytes += raw_bytes
+                    file_hash.update(source.encode("utf-8") + b"\0")
+                    file_hash.update(hashlib.sha256(raw.encode("utf-8")).digest())
+                    text, reason = _filter(spec, raw, tally)
+                    if reason is not None:
+                        tally.remove(reason, source, raw, raw_bytes)
+                        continue
+                    d = digest(text)
+                    row: tuple = (kept, d, raw_bytes, source, text)
+                    if hasher is not None:
+                        row += (hasher.band_hashes(text),)
+                    nbytes = _utf8_len(text)
+                    buffers[shard_from_digest(d, num_shards)].append(row)
+                    kept += 1
+                    kept_bytes += nbytes
+                    buffered += nbytes
+                    if buffered >= map_buffer_bytes:
+                        flush()
+                        buffered = 0
+                content[f.name] = file_hash.hexdigest()
+                if yielded == 0 and tally.documents["missing_text_field"] > before:
+                    log.warning(
+                        "%s: no record has a string field %r (%s.text_field)",
+                        f.name,
+                        spec.text_field,
+                        key,
+                    )
+            flush()
+        finally:
+            writer.close()
+    stats = {
+        "files": [f.name for f in files],
+        "documents_read": read,
+        "bytes_read": read_bytes,
+        "documents_kept": kept,
+        "bytes_kept": kept_bytes,
+        "content_sha256": content,
+        "tally": tally.to_dict(),
+    }
+    write_json(out_json, stats)
+    return stats
+
+
+def _check_pin(f: InputFile) -> None:
+    actual = sha256_file(f.path)
+    if actual != f.sha256:
+        raise CorpusError(
+            f"{f.url}: sha256 of the fetched file is {actual}, but the config pins {f.sha256}; "
+            "the remote file changed (or the pin is wrong)"
+        )
+
+
+def _filter(spec: CorpusSpec, raw: str, tally: Tally) -> tuple[str, str | None]:
+    """Cleaned text and the reason it is removed (None: kept)."""
+    text, fixed = clean_text(raw, spec.clean)
+    if fixed:
+        tally.note("mojibake_fixed")
+    if not text.strip():
+        return text, "empty"
+    if len(text) < spec.min_chars:
+        return text, "too_short"
+    if spec.max_chars and len(text) > spec.max_chars:
+        return text, "too_long"
+    text, reason, lines_removed = spec.quality(text)
+    if lines_removed:
+        tally.note("c4_lines_removed", lines_removed)
+    return text, reason
+
+
+# ----------------------------------------------------------------------------- near-dup
+
+
+def _shard_row_groups(pf: pq.ParquetFile, shard: int, path: object) -> list[int]:
+    """Row groups of a map output that hold ``shard`` (from the shard column statistics)."""
+    out = []
+    for i in range(pf.metadata.num_row_groups):
+        stats = pf.metadata.row_group(i).column(0).statistics
+        if stats is None or not stats.has_min_max:
+            raise CorpusError(f"{path}: map output without shard statistics; rerun its map job")
+        if stats.min == shard:
+            out.append(i)
+    return out
+
+
+def near_dup_task(
+    map_parquets: Sequence[str | os.PathLike], out_parquet: str | os.PathLike, num_shards: int
+) -> dict:
+    """Find near duplicates across the whole corpus from the map outputs' band hashes.
+
+    Reads only the order, digest and bands columns of every map output (task order = input
+    order), collapses exact duplicates to their first copy, clusters documents that share a
+    band hash (:func:`lmscaling.dedup.near_duplicate_drops`) and writes ``out_parquet`` with
+    one row per distinct text to drop: shard (int32), digest, kept (digest of the earliest
+    document of its cluster). Returns ``{"documents": n distinct, "drops": n dropped}``.
+    """
+    digests: list[bytes] = []
+    bands: list[np.ndarray] = []
+    for path in map_parquets:
+        with contextlib.closing(pq.ParquetFile(path)) as pf:
+            table = pf.read(columns=["order", "digest", "bands"])
+        order = np.argsort(np.array(table.column("order").to_pylist(), np.int64), kind="stable")
+        column = table.column("digest").to_pylist()
+        digests += [column[i] for i in order]
+        rows = np.array(table.column("bands").to_pylist(), dtype=np.uint64)
+        bands.append(rows[order] if table.num_rows else rows)
+    first: dict[bytes, int] = {}
+    for i, d in enumerate(digests):
+        first.setdefault(d, i)
+    distinct = sorted(first.values())
+    matrix = np.concatenate([b for b in bands if b.size]) if any(b.size for b in bands) else None
+    drops: list[tuple[int, bytes, bytes]] = []
+    if matrix is not None and distinct:
+        roots = near_duplicate_clusters(matrix[distinct])
+        for idx in np.flatnonzero(roots != np.arange(len(distinct))).tolist():
+            d = digests[distinct[idx]]
+            drops.append((shard_from_digest(d, num_shards), d, digests[distinct[roots[idx]]]))
+    drops.sort()
+    with atomic_path(out_parquet) as tmp:
+        columns = list(zip(*drops, strict=True)) if drops else [[], [], []]
+        table = pa.Table.from_arrays(
+            [_arrow(c, f.type) for c, f in zip(columns, _NEARDUP_SCHEMA, strict=True)],
+            schema=_NEARDUP_SCHEMA,
+        )
+        pq.write_table(table, tmp, compression="zstd")
+    return {"documents": len(distinct), "drops": len(drops)}
+
+
+# ----------------------------------------------------------------------------- reduce
 
 
 class _ShardWriter:
-    """Rows of one (split, shard) to one Parquet file, ``row_group_rows`` rows per row group."""
+    """Rows of one (split, shard) to one Parquet file, row groups capped in text bytes."""
 
-    def __init__(self, path: Path, row_group_rows: int) -> None:
+    def __init__(self, path: Path, row_group_bytes: int, max_bytes: int, name: str) -> None:
         self.path = path
-        self.row_group_rows = row_group_rows
+        self.row_group_bytes = row_group_bytes
+        self.max_bytes = max_bytes
+        self.name = name
         self.rows = 0
         self.bytes = 0
+        self._buffered = 0
         self._buffer: tuple[list[str], list[str], list[str]] = ([], [], [])
         # No statistics (min/max of long texts are useless) and no dictionary (unique values).
         self._writer = pq.ParquetWriter(
@@ -534,17 +928,24 @@ class _ShardWriter:
             column.append(value)
         self.rows += 1
         self.bytes += nbytes
-        if len(self._buffer[0]) >= self.row_group_rows:
+        self._buffered += nbytes
+        if self.max_bytes and self.bytes > self.max_bytes:
+            raise CorpusError(
+                f"{self.name}: more than data.max_shard_bytes={self.max_bytes} bytes of text; "
+                "raise data.num_shards"
+            )
+        if self._buffered >= self.row_group_bytes:
             self._flush()
 
     def _flush(self) -> None:
         if self._buffer[0]:
             table = pa.Table.from_arrays(
-                [pa.array(c, type=f.type) for c, f in zip(self._buffer, SHARD_SCHEMA, strict=True)],
+                [_arrow(c, f.type) for c, f in zip(self._buffer, SHARD_SCHEMA, strict=True)],
                 schema=SHARD_SCHEMA,
             )
-            self._writer.write_table(table, row_group_size=self.row_group_rows)
+            self._writer.write_table(table, row_group_size=len(self._buffer[0]))
             self._buffer = ([], [], [])
+            self._buffered = 0
 
     def close(self) -> None:
         """Write the last row group and the footer; a second call does nothing."""
@@ -554,144 +955,354 @@ class _ShardWriter:
             self._writer = None
 
 
-def prepare_corpus(
+def reduce_shard(
     spec: CorpusSpec,
-    out_dir: Path,
+    map_parquets: Sequence[str | os.PathLike],
+    neardup_parquet: str | os.PathLike | None,
+    shard: int,
     num_shards: int,
     val_fraction: float,
-    row_group_rows: int = 10_000,
+    out_train: str | os.PathLike,
+    out_val: str | os.PathLike,
+    out_json: str | os.PathLike,
+    row_group_bytes: int = 16 * MIB,
+    max_shard_bytes: int = 0,
+    report_examples: int = 3,
 ) -> dict:
-    """Clean, deduplicate and hash-split one corpus into Parquet shards plus ``manifest.json``.
+    """Deduplicate one shard across every map output and write its train and val files.
+
+    Rows are read in input order (map outputs in task order, row groups in file order). A
+    digest seen before is a ``duplicate`` (exact dedup on); a digest listed by the near-dup
+    step is a ``near_duplicate``. Kept rows go to train or val by
+    :func:`lmscaling.dedup.split_from_digest`.
+
+    Returns (and writes to ``out_json``): shard, tally (duplicates, near duplicates), and per
+    split rows, bytes (UTF-8 bytes of text) and sha256 of the file.
+
+    Raises:
+        CorpusError: a shard above ``max_shard_bytes`` (naming ``data.num_shards``).
+    """
+    name = shard_names(num_shards)[shard]
+    _check_val_fraction(val_fraction)
+    tally = Tally(max_examples=report_examples)
+    drops: set[bytes] = set()
+    if neardup_parquet is not None:
+        with contextlib.closing(pq.ParquetFile(neardup_parquet)) as pf:
+            table = pf.read(columns=["shard", "digest"])
+        pairs = zip(table["shard"].to_pylist(), table["digest"].to_pylist(), strict=True)
+        drops = {d for s, d in pairs if s == shard}
+    seen: set[bytes] = set()
+    outs = {"train": Path(out_train), "val": Path(out_val)}
+    with contextlib.ExitStack() as stack:
+        writers = {}
+        for split, path in outs.items():
+            tmp = stack.enter_context(atomic_path(path))
+            label = f"corpus '{spec.name}' {split}/part-{name}"
+            writers[split] = _ShardWriter(tmp, row_group_bytes, max_shard_bytes, label)
+            stack.callback(writers[split].close)  # runs before the rename of its file
+        for path in map_parquets:
+            with contextlib.closing(pq.ParquetFile(path)) as pf:
+                for rg in _shard_row_groups(pf, shard, path):
+                    part = pf.read_row_group(rg, columns=["digest", "raw_bytes", "source", "text"])
+                    rows = zip(*(part.column(i).to_pylist() for i in range(4)), strict=True)
+                    for d, raw_bytes, source, text in rows:
+                        if spec.exact_dedup:
+                            if d in seen:
+                                tally.remove("duplicate", source, text, raw_bytes)
+                                continue
+                            seen.add(d)
+                        if d in drops:
+                            tally.remove("near_duplicate", source, text, raw_bytes)
+                            continue
+                        split = split_from_digest(d, val_fraction)
+                        writers[split].append(d.hex(), source, text, _utf8_len(text))
+        for w in writers.values():
+            w.close()
+        splits = {
+            split: {"rows": w.rows, "bytes": w.bytes, "sha256": sha256_file(w.path)}
+            for split, w in writers.items()
+        }
+    stats = {"shard": name, "tally": tally.to_dict(), "splits": splits}
+    write_json(out_json, stats)
+    return stats
+
+
+# ----------------------------------------------------------------------------- publish
+
+
+def _shard_relpath(split: str, shard: str) -> str:
+    return f"{split}/part-{shard}.parquet"
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Put ``src``'s bytes at ``dst`` atomically: a hard link when possible, else a copy."""
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.utime(tmp)  # newer than every input of the publish step
+
+
+def publish_corpus(
+    spec: CorpusSpec,
+    map_stats: Sequence[dict],
+    reduce_stats: Sequence[dict],
+    reduced: Mapping[tuple[str, str], str | os.PathLike],
+    out_dir: str | os.PathLike,
+    opts: DataOptions,
+    report_csv: str | os.PathLike | None = None,
+    mixture: Mapping[str, float] | None = None,
+) -> dict:
+    """Check the whole corpus, put its shards in place, write the manifest and filter report.
 
     Args:
         spec: the corpus.
-        out_dir: output folder; gets ``{train,val}/part-{shard}.parquet`` and ``manifest.json``.
-        num_shards: shards per split (``data.num_shards``); empty shards are still written.
-        val_fraction: expected fraction of documents in val (``data.val_fraction``), chosen per
-            document by :func:`split_of`.
-        row_group_rows: rows buffered per shard before a Parquet row group is written (memory
-            bound: at most 2·num_shards·row_group_rows documents in memory).
-
-    Rows inside a shard keep input order. Every shard is written to a temporary name and renamed
-    only when all shards are complete; ``manifest.json`` is written last. Output bytes are the
-    same on every rerun (no timestamps; same pyarrow version). Stale ``part-*.parquet`` files of
-    an earlier run with more shards are removed.
+        map_stats: :func:`map_task` results, in task order.
+        reduce_stats: :func:`reduce_shard` results, in shard order.
+        reduced: ``{(split, shard): path}`` of the reduced shard files.
+        out_dir: ``results/data/{corpus}``; gets the shards, ``manifest.json`` and (unless
+            ``report_csv`` is given) ``filter_report.csv``.
+        opts: the data options the shards were made with.
+        mixture: :func:`mixture_probabilities` of the experiment (recorded in the manifest).
 
     Returns:
-        The manifest (also written): corpus, source, python_version (for python-stdlib, else
-        None), content_sha256 (sha256 over ``source_id NUL sha256(raw text)`` of every document
-        read, before normalization and filtering), input_files, num_shards, val_fraction,
-        min_chars, documents_in, documents_out, removed {reason: count} for every reason of
-        :data:`REMOVAL_REASONS`, notes {"invalid_utf8": n}, bytes and documents per split (UTF-8
-        bytes of the kept texts), and shards [{split, shard, path, rows, bytes, sha256}].
-        ``documents_in == documents_out + sum(removed.values())``.
+        The manifest: corpus, source, python_version (python-stdlib only), content_sha256
+        (sha256 over ``name NUL file_sha256`` of every input file in order), input_files,
+        weight, mixture_probability, num_shards, val_fraction, min_chars, max_chars, settings
+        (read/clean/quality/dedup as applied), documents_in, documents_out, bytes_in (UTF-8
+        bytes of every document as read), bytes_out, bytes_modified (bytes removed or added
+        by cleaning and line filters inside kept documents), removed {reason: documents} and
+        removed_bytes {reason: bytes} for every reason of :data:`REMOVAL_REASONS`, notes,
+        examples {reason: [{source, text}]} (the first removals in input order; for
+        ``duplicate`` and ``near_duplicate`` shard by shard), documents and bytes per split,
+        shards [{split,
+        shard, path, rows, bytes, sha256}]. ``documents_in == documents_out +
+        sum(removed.values())`` and ``bytes_in == bytes_out + sum(removed_bytes.values()) +
+        bytes_modified``.
 
     Raises:
-        CorpusError: bad input (see :func:`resolve_inputs`, :func:`iter_documents`); no document
-            left after filtering; an empty train or val split (naming ``data.val_fraction``);
-            bad ``num_shards`` / ``val_fraction`` / ``row_group_rows``. On any error no new file
-            is left in ``out_dir`` and earlier outputs are untouched.
+        CorpusError: no document left (naming the corpus keys to check); an empty train or val
+            split (naming ``data.val_fraction``). Nothing is written then.
     """
-    names = shard_names(num_shards)
-    _check_val_fraction(val_fraction)
-    if (
-        isinstance(row_group_rows, bool)
-        or not isinstance(row_group_rows, int)
-        or row_group_rows < 1
-    ):
-        raise CorpusError(f"row_group_rows: expected a positive integer, got {row_group_rows!r}")
+    names = shard_names(opts.num_shards)
     out_dir = Path(out_dir)
-    files = resolve_inputs(spec)
-    counts: Counter = Counter()
-    seen: set[bytes] = set()
+    tally = Tally(max_examples=opts.report_examples)
     content = hashlib.sha256()
-    read = 0
-
-    with contextlib.ExitStack() as stack:
-        writers: dict[tuple[str, int], _ShardWriter] = {}
-        for split in SPLITS:
-            for i, shard in enumerate(names):
-                tmp = stack.enter_context(atomic_path(out_dir / _shard_relpath(split, shard)))
-                writers[split, i] = _ShardWriter(tmp, row_group_rows)
-                stack.callback(writers[split, i].close)  # runs before the rename of its file
-
-        for source_id, raw in _iter_files(spec, files, counts):
-            read += 1
-            content.update(source_id.encode("utf-8") + b"\0")
-            content.update(hashlib.sha256(raw.encode("utf-8")).digest())
-            text = normalize(raw)
-            if not text.strip():
-                counts["empty"] += 1
-                continue
-            if len(text) < spec.min_chars:
-                counts["too_short"] += 1
-                continue
-            data = text.encode("utf-8")
-            digest = hashlib.sha256(data).digest()
-            if digest in seen:
-                counts["duplicate"] += 1
-                continue
-            seen.add(digest)
-            split = _split_from_digest(digest, val_fraction)
-            shard = _shard_from_digest(digest, num_shards)
-            writers[split, shard].append(digest.hex(), source_id, text, len(data))
-
-        removed = {reason: counts[reason] for reason in REMOVAL_REASONS}
-        documents_in = read + counts["invalid_json"] + counts["missing_text_field"]
-        documents_out = len(seen)
-        if documents_out == 0:
+    files: list[str] = []
+    read = read_bytes = 0
+    for m in map_stats:
+        tally.merge(m["tally"])
+        read += m["documents_read"]
+        read_bytes += m["bytes_read"]
+        for name in m["files"]:
+            files.append(name)
+            content.update(name.encode("utf-8") + b"\0" + m["content_sha256"][name].encode())
+    for r in reduce_stats:
+        tally.merge(r["tally"])
+    removed = {reason: tally.documents[reason] for reason in REMOVAL_REASONS}
+    removed_bytes = {reason: tally.bytes[reason] for reason in REMOVAL_REASONS}
+    documents_in = read + sum(tally.documents[r] for r in READ_REASONS)
+    documents = {s: sum(r["splits"][s]["rows"] for r in reduce_stats) for s in SPLITS}
+    nbytes = {s: sum(r["splits"][s]["bytes"] for r in reduce_stats) for s in SPLITS}
+    documents_out = sum(documents.values())
+    if documents_out == 0:
+        key = f"corpora.{spec.name}"
+        missing = removed["missing_text_field"]
+        check = f"{key}.text_field ({missing} records lack {spec.text_field!r}), " * bool(missing)
+        raise CorpusError(
+            f"corpus '{spec.name}' has no usable document: {documents_in} in, removed "
+            f"{ {k: v for k, v in removed.items() if v} }; check {check}{key}.min_chars, "
+            f"{key}.paths, {key}.quality"
+        )
+    for split, n in documents.items():
+        if n == 0:
             raise CorpusError(
-                f"corpus '{spec.name}' has no usable document: {documents_in} read, removed "
-                f"{removed} (corpora.{spec.name}.min_chars, .text_field, .paths)"
+                f"corpus '{spec.name}': the {split} split is empty ({documents_out} "
+                f"documents, data.val_fraction={opts.val_fraction}); "
+                + ("raise" if split == "val" else "lower")
+                + " data.val_fraction or add documents"
             )
-        documents = {s: sum(w.rows for (ws, _), w in writers.items() if ws == s) for s in SPLITS}
-        for split, n in documents.items():
-            if n == 0:
-                raise CorpusError(
-                    f"corpus '{spec.name}': the {split} split is empty ({documents_out} "
-                    f"documents, data.val_fraction={val_fraction}); "
-                    + ("raise" if split == "val" else "lower")
-                    + " data.val_fraction or add documents"
-                )
-        shards = []
-        for (split, i), writer in writers.items():
-            writer.close()
-            shards.append(
-                {
-                    "split": split,
-                    "shard": names[i],
-                    "path": _shard_relpath(split, names[i]),
-                    "rows": writer.rows,
-                    "bytes": writer.bytes,
-                    "sha256": sha256_file(writer.path),
-                }
-            )
-        # The old manifest would describe the shards about to be replaced.
-        (out_dir / "manifest.json").unlink(missing_ok=True)
-    # Every shard is now renamed into place.
-
+    shards = []
+    for split in SPLITS:
+        for r, name in zip(reduce_stats, names, strict=True):
+            rel = _shard_relpath(split, name)
+            _place(Path(reduced[split, name]), out_dir / rel)
+            info = r["splits"][split]
+            shards.append({"split": split, "shard": name, "path": rel, **info})
     keep = {s["path"] for s in shards}
     for split in SPLITS:
         for stale in (out_dir / split).glob("part-*.parquet"):
             if f"{split}/{stale.name}" not in keep:
                 stale.unlink()
 
+    bytes_out = sum(nbytes.values())
+    bytes_in = read_bytes + sum(tally.bytes[r] for r in READ_REASONS)
     manifest = {
         "corpus": spec.name,
         "source": spec.source,
         "python_version": platform.python_version() if spec.source == "python-stdlib" else None,
         "content_sha256": content.hexdigest(),
         "input_files": len(files),
-        "num_shards": num_shards,
-        "val_fraction": val_fraction,
+        "weight": spec.weight,
+        "mixture_probability": None if mixture is None else mixture.get(spec.name),
+        "num_shards": opts.num_shards,
+        "val_fraction": opts.val_fraction,
         "min_chars": spec.min_chars,
+        "max_chars": spec.max_chars,
+        "settings": _settings(spec),
         "documents_in": documents_in,
         "documents_out": documents_out,
+        "bytes_in": bytes_in,
+        "bytes_out": bytes_out,
+        "bytes_modified": bytes_in - bytes_out - sum(removed_bytes.values()),
         "removed": removed,
-        "notes": {"invalid_utf8": counts["invalid_utf8"]},
-        "bytes": {s: sum(x["bytes"] for x in shards if x["split"] == s) for s in SPLITS},
+        "removed_bytes": removed_bytes,
+        "notes": dict(sorted(tally.notes.items())),
+        "examples": {r: tally.examples[r] for r in REMOVAL_REASONS if r in tally.examples},
+        "bytes": nbytes,
         "documents": documents,
         "shards": shards,
     }
+    report = filter_report(manifest)
+    write_csv(report_csv or out_dir / "filter_report.csv", report)
     write_json(out_dir / "manifest.json", manifest)
     return manifest
+
+
+def _settings(spec: CorpusSpec) -> dict:
+    return {
+        "format": spec.format,
+        "read": asdict(spec.read),
+        "clean": asdict(spec.clean),
+        "quality": {
+            k: (None if v is None else asdict(v))
+            for k, v in (
+                ("gopher_repetition", spec.quality.gopher_repetition),
+                ("gopher_quality", spec.quality.gopher_quality),
+                ("c4", spec.quality.c4),
+            )
+        },
+        "dedup": {
+            "exact": spec.exact_dedup,
+            "near": None if spec.near_dedup is None else asdict(spec.near_dedup),
+        },
+    }
+
+
+def filter_report(manifest: dict) -> list[dict]:
+    """The filter report table of a manifest: one row per reason, then ``in`` and ``out``.
+
+    Columns: reason, documents, bytes, documents_fraction and bytes_fraction (of the input),
+    example (source id of the first document removed for that reason, "" if none).
+    """
+    din, bin_ = manifest["documents_in"], manifest["bytes_in"]
+    rows = [
+        {"reason": "in", "documents": din, "bytes": bin_},
+        *(
+            {
+                "reason": r,
+                "documents": manifest["removed"][r],
+                "bytes": manifest["removed_bytes"][r],
+                "example": (manifest["examples"].get(r) or [{"source": ""}])[0]["source"],
+            }
+            for r in REMOVAL_REASONS
+        ),
+        {"reason": "modified", "documents": 0, "bytes": manifest["bytes_modified"]},
+        {"reason": "out", "documents": manifest["documents_out"], "bytes": manifest["bytes_out"]},
+    ]
+    for row in rows:
+        row["documents_fraction"] = round(row["documents"] / din, 6) if din else 0.0
+        row["bytes_fraction"] = round(row["bytes"] / bin_, 6) if bin_ else 0.0
+        row.setdefault("example", "")
+    return rows
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Write ``rows`` (dicts with the same keys) as CSV with a header, atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- one process
+
+
+def prepare_corpus(
+    spec: CorpusSpec,
+    out_dir: str | os.PathLike,
+    num_shards: int,
+    val_fraction: float,
+    opts: DataOptions | None = None,
+    mixture: Mapping[str, float] | None = None,
+) -> dict:
+    """Run map, near-dup, reduce and publish for one corpus in this process.
+
+    The same steps as the workflow's jobs, with the same outputs byte for byte: shards,
+    ``manifest.json`` and ``filter_report.csv`` under ``out_dir`` (see :func:`publish_corpus`
+    for the manifest). Intermediate files live in a temporary folder beside ``out_dir``,
+    removed at the end. On any error no new file is left in ``out_dir`` and earlier outputs
+    are untouched.
+
+    Raises:
+        CorpusError: bad input or config (see the step functions).
+    """
+    base = DataOptions() if opts is None else opts
+    opts = replace(base, num_shards=num_shards, val_fraction=val_fraction)
+    out_dir = Path(out_dir)
+    files = resolve_inputs(spec)
+    tasks = plan_map_tasks(files, opts.map_task_bytes)
+    names = shard_names(opts.num_shards)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}.work-", dir=out_dir.parent) as w:
+        work = Path(w)
+        maps = [work / f"map-{i:05d}.parquet" for i in range(len(tasks))]
+        map_stats = [
+            map_task(
+                spec,
+                task,
+                maps[i],
+                work / f"map-{i:05d}.json",
+                opts.num_shards,
+                opts.map_buffer_bytes,
+                opts.report_examples,
+            )
+            for i, task in enumerate(tasks)
+        ]
+        neardup = None
+        if spec.near_dedup is not None:
+            neardup = work / "neardup.parquet"
+            near_dup_task(maps, neardup, opts.num_shards)
+        reduced = {}
+        reduce_stats = []
+        for i, name in enumerate(names):
+            for split in SPLITS:
+                reduced[split, name] = work / f"{split}-{name}.parquet"
+            reduce_stats.append(
+                reduce_shard(
+                    spec,
+                    maps,
+                    neardup,
+                    i,
+                    opts.num_shards,
+                    opts.val_fraction,
+                    reduced["train", name],
+                    reduced["val", name],
+                    work / f"reduce-{name}.json",
+                    opts.row_group_bytes,
+                    opts.max_shard_bytes,
+                    opts.report_examples,
+                )
+            )
+        return publish_corpus(
+            spec, map_stats, reduce_stats, reduced, out_dir, opts, mixture=mixture
+        )
+
+
+def read_stats(paths: Sequence[str | os.PathLike]) -> list[dict]:
+    """The JSON stats files of map or reduce steps, in the given order."""
+    return [read_json(p) for p in paths]
