@@ -57,24 +57,40 @@ def test_model_id():
 
 @pytest.mark.parametrize("tie", [True, False])
 @pytest.mark.parametrize(
-    "shape", [(1, 32, 2, 4), (2, 64, 4, 4), (3, 48, 3, 2), (2, 16, 1, 3)]
-)  # (n_layer, d_model, n_head, mlp_ratio)
+    "shape",
+    [
+        (1, 32, 2, 4, "rmsnorm", "rope"),
+        (2, 64, 4, 4, "layernorm", "rope"),
+        (3, 48, 3, 2, "rmsnorm", "learned"),
+        (2, 16, 1, 3, "layernorm", "learned"),
+    ],
+)  # (n_layer, d_model, n_head, mlp_ratio, norm, position)
 def test_count_parameters_matches_module(shape, tie):
-    n_layer, d_model, n_head, mlp_ratio = shape
+    n_layer, d_model, n_head, mlp_ratio, norm, position = shape
     cfg = tiny(
-        n_layer=n_layer, d_model=d_model, n_head=n_head, mlp_ratio=mlp_ratio, tie_embeddings=tie
+        n_layer=n_layer,
+        d_model=d_model,
+        n_head=n_head,
+        mlp_ratio=mlp_ratio,
+        tie_embeddings=tie,
+        norm=norm,
+        position=position,
     )
     model = GPT(cfg)
     counts = model.param_counts()
     assert counts == count_parameters(cfg)
     # Independent count: every unique parameter except the embedding / unembedding matrices.
     named = dict(model.named_parameters())  # shared (tied) tensors appear once
-    non_embedding = sum(
-        p.numel() for k, p in named.items() if k not in ("wte.weight", "lm_head.weight")
-    )
+    embeddings = ("wte.weight", "lm_head.weight", "wpe.weight")
+    non_embedding = sum(p.numel() for k, p in named.items() if k not in embeddings)
     assert counts["N"] == non_embedding
     assert counts["N_total"] == sum(p.numel() for p in named.values())
-    assert counts["N_embedding"] == cfg.vocab_size * d_model * (1 if tie else 2)
+    learned = cfg.context_length * d_model if position == "learned" else 0
+    assert counts["N_embedding"] == cfg.vocab_size * d_model * (1 if tie else 2) + learned
+    # Without tying, the same architecture has its own V x d head matrix.
+    untied = GPT(GPTConfig(**{**asdict(cfg), "tie_embeddings": False})).param_counts()
+    assert counts["N_total_untied"] == untied["N_total"] == untied["N_total_untied"]
+    assert counts["N"] == untied["N"]
 
 
 def test_param_counts_l2_d64_formula():
@@ -87,6 +103,7 @@ def test_param_counts_l2_d64_formula():
     untied = GPT(GPTConfig(2048, 128, 2, 64, 4, tie_embeddings=False)).param_counts()
     assert untied["N"] == 98_624
     assert untied["N_total"] == 98_624 + 2 * 2048 * 64
+    assert counts["N_total_untied"] == untied["N_total_untied"] == 98_624 + 2 * 2048 * 64
 
 
 def test_flops_per_token():
@@ -116,6 +133,32 @@ def test_forward_shapes_and_loss_value():
     # Small initial weights give near-uniform predictions: loss close to ln V nats/token.
     assert abs(loss.item() - math.log(cfg.vocab_size)) < 0.1
     assert model(idx[:, :5]).shape == (3, 5, cfg.vocab_size)  # shorter sequences are fine
+
+
+@pytest.mark.parametrize(("norm", "position"), [("layernorm", "rope"), ("rmsnorm", "learned")])
+def test_architecture_options(norm, position):
+    torch.manual_seed(0)
+    cfg = tiny(norm=norm, position=position)
+    model = GPT(cfg).eval()
+    norm_type = torch.nn.LayerNorm if norm == "layernorm" else torch.nn.RMSNorm
+    assert isinstance(model.norm_f, norm_type) and isinstance(model.blocks[0].norm_mlp, norm_type)
+    assert (model.wpe is not None) == (position == "learned")
+    idx = torch.tensor([[1, 2, 3, 4]])
+    logits = model(idx)
+    assert logits.shape == (1, 4, 50) and torch.isfinite(logits).all()
+    # Order still matters (through the learned positions or the rotation).
+    assert (logits[0, -1] - model(torch.tensor([[3, 2, 1, 4]]))[0, -1]).abs().max() > 1e-4
+    changed = idx.clone()
+    changed[0, 3] = 7
+    torch.testing.assert_close(model(changed)[0, :3], logits[0, :3])  # still causal
+
+
+def test_config_rejects_unknown_options_and_allows_odd_heads_without_rope():
+    with pytest.raises(ValueError, match="norm must be one of"):
+        tiny(norm="batchnorm")
+    with pytest.raises(ValueError, match="position must be one of"):
+        tiny(position="alibi")
+    assert tiny(d_model=24, n_head=8, position="learned").head_dim == 3
 
 
 def test_forward_rejects_too_long_sequence():

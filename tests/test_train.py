@@ -11,8 +11,19 @@ import pytest
 import torch
 
 import lmscaling.train as train_mod
-from lmscaling.model import GPT, GPTConfig
-from lmscaling.train import TrainConfig, load_tokens, lr_at, select_device, train
+from lmscaling.model import GPT, GPTConfig, load_checkpoint
+from lmscaling.train import (
+    PEAK_BF16_FLOPS,
+    TokenStream,
+    TrainConfig,
+    checkpoint_steps,
+    device_peak_flops,
+    load_resume,
+    load_tokens,
+    lr_at,
+    select_device,
+    train,
+)
 
 VOCAB = 64
 MODEL = GPTConfig(vocab_size=VOCAB, context_length=32, n_layer=1, d_model=32, n_head=2)
@@ -38,6 +49,12 @@ def repetitive_stream(n: int = 4000, period: int = 12) -> np.ndarray:
         ("grad_clip", 0.0),
         ("log_every", 0),
         ("threads", -1),
+        ("schedule", "linear"),
+        ("decay_fraction", 1.5),
+        ("micro_batch_size", -2),
+        ("resume_every", -1),
+        ("checkpoint_fractions", (0.5, 1.0)),
+        ("checkpoint_fractions", (0.5, 0.5)),
     ],
 )
 def test_train_config_rejects_bad_values_naming_key(key, value):
@@ -74,6 +91,21 @@ def test_lr_schedule_values():
         lr_at(100, total, cfg)
 
 
+def test_wsd_schedule_values():
+    cfg = TrainConfig(
+        tokens=1, lr=1e-3, min_lr_ratio=0.1, warmup_fraction=0.1, schedule="wsd", decay_fraction=0.2
+    )
+    total = 100  # warmup steps 0..9, stable 10..79, linear decay over 80..99
+    assert lr_at(0, total, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, total, cfg) == pytest.approx(1e-3)
+    assert [lr_at(s, total, cfg) for s in (10, 50, 79)] == [1e-3] * 3
+    assert lr_at(80, total, cfg) == pytest.approx(1e-3 - (1e-3 - 1e-4) / 20)
+    assert lr_at(89, total, cfg) == pytest.approx(1e-3 - (1e-3 - 1e-4) / 2)
+    assert lr_at(99, total, cfg) == pytest.approx(1e-4)
+    decay = [lr_at(s, total, cfg) for s in range(79, 100)]
+    assert all(a > b for a, b in zip(decay, decay[1:], strict=False))
+
+
 def test_lr_schedule_edge_cases():
     no_warmup = TrainConfig(tokens=1, lr=2e-3, warmup_fraction=0.0, min_lr_ratio=0.5)
     assert lr_at(0, 10, no_warmup) == pytest.approx(2e-3)
@@ -91,10 +123,11 @@ def test_load_tokens_concatenates_shards(tmp_path, dtype):
     b = np.array([65535, 1, 0], dtype=dtype)
     a.astype(np.dtype(dtype).newbyteorder("<")).tofile(tmp_path / "part-00000.bin")
     b.astype(np.dtype(dtype).newbyteorder("<")).tofile(tmp_path / "part-00001.bin")
-    paths = [tmp_path / "part-00000.bin", tmp_path / "part-00001.bin"]
-    assert load_tokens(paths, dtype).tolist() == [5, 0, 7, 8, 0, 65535, 1, 0]
-    single = load_tokens(paths[:1], dtype)
-    assert isinstance(single, np.memmap) and single.tolist() == [5, 0, 7, 8, 0]
+    (tmp_path / "empty.bin").write_bytes(b"")
+    paths = [tmp_path / "part-00000.bin", tmp_path / "empty.bin", tmp_path / "part-00001.bin"]
+    shards = load_tokens(paths, dtype)
+    assert all(isinstance(s, np.memmap) for s in shards)  # nothing read into memory
+    assert [s.tolist() for s in shards] == [[5, 0, 7, 8, 0], [65535, 1, 0]]
 
 
 def test_load_tokens_errors(tmp_path):
@@ -106,6 +139,36 @@ def test_load_tokens_errors(tmp_path):
         load_tokens([odd], np.int64)
     with pytest.raises(ValueError, match="no token shard"):
         load_tokens([], np.uint16)
+
+
+def test_token_stream_windows_stay_inside_shards():
+    a, b = np.arange(0, 10), np.arange(100, 105)
+    stream = TokenStream([a, np.arange(3), b], window=4)  # the 3-token shard holds no window
+    assert stream.n_starts == 7 + 2
+    got = stream.gather(np.arange(9))
+    expected = [list(range(i, i + 4)) for i in range(7)] + [[100, 101, 102, 103]]
+    expected.append([101, 102, 103, 104])
+    assert got.tolist() == expected and got.dtype == np.int64
+    with pytest.raises(ValueError, match="at least context_length"):
+        TokenStream([np.arange(3)], window=4)
+
+
+def test_checkpoint_steps():
+    assert checkpoint_steps([0.5, 0.25, 0.001], 10) == {0.5: 5, 0.25: 3, 0.001: 1}
+
+
+def test_device_peak_flops(monkeypatch):
+    assert device_peak_flops(torch.device("cpu")) is None
+    for name, expected in [
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA H200", 989e12),
+        ("Some Future GPU", None),
+    ]:
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device, n=name: n)
+        assert device_peak_flops(torch.device("cuda", 0)) == expected
+    assert all(peak > 1e13 for _, peak in PEAK_BF16_FLOPS)
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -135,7 +198,9 @@ def test_training_learns_repetitive_stream_and_reports(caplog):
     assert {k: summary[k] for k in counts} == counts
     assert summary["C"] == 6 * counts["N"] * summary["D"]
     assert summary["flops_per_token"] == GPT(MODEL).flops_per_token()
-    assert summary["device"] == "cpu"
+    assert summary["device"] == "cpu" and summary["mfu"] is None  # no known CPU peak
+    assert summary["world_size"] == 1 and summary["grad_accum_steps"] == 1
+    assert summary["resumed_from_step"] == 0 and summary["checkpoints"] == {}
     assert not model.training and next(model.parameters()).device.type == "cpu"
 
     lines = [r.getMessage() for r in caplog.records if r.name == "lmscaling.train"]
@@ -203,3 +268,103 @@ def test_bad_token_streams():
         train(MODEL, cfg, np.zeros(32, dtype=np.uint16))  # needs context_length + 1 = 33
     with pytest.raises(ValueError, match="vocab_size=64"):
         train(MODEL, cfg, np.full(100, 64, dtype=np.uint16))
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+    tokens = np.random.default_rng(2).integers(0, VOCAB, 3000).astype(np.uint16)
+    cfg = TrainConfig(tokens=10 * 8 * 32, batch_size=8, log_every=5, device="cpu", lr=3e-3)
+    model_a, summary_a, metrics_a = train(MODEL, cfg, tokens)
+    accum = TrainConfig(**{**cfg.__dict__, "micro_batch_size": 2})
+    model_b, summary_b, metrics_b = train(MODEL, accum, tokens)
+    assert summary_a["grad_accum_steps"] == 1 and summary_b["grad_accum_steps"] == 4
+    assert summary_b["D"] == summary_a["D"] == 10 * 8 * 32
+    # The same windows per step, summed in another order: equal to float tolerance.
+    losses_a, losses_b = [r["loss"] for r in metrics_a], [r["loss"] for r in metrics_b]
+    assert losses_b == pytest.approx(losses_a, rel=1e-5)
+    for pa, pb in zip(model_a.parameters(), model_b.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size 8 is not a multiple of micro_batch_size 3"):
+        train(MODEL, TrainConfig(**{**cfg.__dict__, "micro_batch_size": 3}), tokens)
+
+
+def test_fraction_checkpoints_and_in_process_resume(tmp_path):
+    tokens = np.random.default_rng(3).integers(0, VOCAB, 3000).astype(np.uint16)
+    cfg = TrainConfig(
+        tokens=20 * 4 * 32,
+        batch_size=4,
+        log_every=4,
+        device="cpu",
+        resume_every=6,
+        checkpoint_fractions=(0.25, 0.5),
+    )
+    with pytest.raises(ValueError, match="need a state_dir"):
+        train(MODEL, cfg, tokens)
+    full_dir, part_dir = tmp_path / "full", tmp_path / "part"
+    model_full, summary_full, metrics_full = train(MODEL, cfg, tokens, state_dir=full_dir)
+
+    # Fraction checkpoints: ceil(0.25 * 20) = 5 and 10 steps of 128 tokens.
+    assert sorted(p.name for p in full_dir.iterdir()) == [
+        "frac-0.25.pt",
+        "frac-0.5.pt",
+        "resume.pt",
+    ]
+    ckpt = summary_full["checkpoints"]["frac-0.5"]
+    assert ckpt == {"fraction": 0.5, "step": 10, "D": 1280, "path": str(full_dir / "frac-0.5.pt")}
+    half, extra = load_checkpoint(full_dir / "frac-0.5.pt")
+    info = extra["summary"]
+    assert (info["step"], info["D"], info["fraction"]) == (10, 1280, 0.5)
+    assert info["C"] == 6 * info["N"] * 1280 and info["N"] == summary_full["N"]
+    assert info["N_total"] == summary_full["N_total"]
+    pairs = zip(half.parameters(), model_full.parameters(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in pairs)  # a mid-training state
+    last = load_resume(full_dir / "resume.pt", torch.device("cpu"))
+    assert last["step"] == 18  # the last multiple of resume_every before the end
+
+    # Crash at step 16 (an exception from the callback) after the resume file of step 12.
+    def crash(step, row):
+        if step == 16:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(MODEL, cfg, tokens, on_log=crash, state_dir=part_dir)
+    assert load_resume(part_dir / "resume.pt", torch.device("cpu"))["step"] == 12
+    model_res, summary_res, metrics_res = train(MODEL, cfg, tokens, state_dir=part_dir)
+    assert summary_res["resumed_from_step"] == 12
+    assert [r["loss"] for r in metrics_res] == [r["loss"] for r in metrics_full]
+    assert [r["step"] for r in metrics_res] == [4, 8, 12, 16, 20]
+    for pa, pb in zip(model_res.parameters(), model_full.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_stale_resume_file_is_ignored(tmp_path, caplog):
+    tokens = np.random.default_rng(3).integers(0, VOCAB, 3000).astype(np.uint16)
+    cfg = TrainConfig(tokens=8 * 4 * 32, batch_size=4, log_every=4, device="cpu", resume_every=4)
+    train(MODEL, cfg, tokens, state_dir=tmp_path)
+    assert load_resume(tmp_path / "resume.pt", torch.device("cpu"))["step"] == 4
+    other = TrainConfig(**{**cfg.__dict__, "lr": 1e-3})
+    with caplog.at_level(logging.WARNING, logger="lmscaling.train"):
+        _, summary, _ = train(MODEL, other, tokens, state_dir=tmp_path)
+    assert summary["resumed_from_step"] == 0
+    assert "written for other settings" in caplog.text
+    (tmp_path / "resume.pt").write_bytes(b"torn")
+    with caplog.at_level(logging.WARNING, logger="lmscaling.train"):
+        _, summary, _ = train(MODEL, other, tokens, state_dir=tmp_path)
+    assert summary["resumed_from_step"] == 0 and "cannot read resume state" in caplog.text
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
+    def broken_compile(model, **kwargs):
+        def fail(*args, **kw):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    cfg = TrainConfig(tokens=6 * 4 * 32, batch_size=4, log_every=3, device="cpu", compile=True)
+    eager = TrainConfig(**{**cfg.__dict__, "compile": False})
+    with caplog.at_level(logging.WARNING, logger="lmscaling.train"):
+        _, summary, metrics = train(MODEL, cfg, repetitive_stream())
+    assert summary["compiled"] is False
+    assert "torch.compile failed, training in eager mode: InvalidCxxCompiler" in caplog.text
+    _, _, metrics_eager = train(MODEL, eager, repetitive_stream())
+    assert [r["loss"] for r in metrics] == [r["loss"] for r in metrics_eager]  # no step lost

@@ -8,6 +8,7 @@ one message naming the key.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -23,17 +24,28 @@ class ConfigError(ValueError):
     """Invalid experiment configuration; the message names the offending key."""
 
 
+MODEL_ID_RE = r"L[0-9]+-D[0-9]+(-C[0-9.]+e[0-9]+)?"
+"""Model ids: ``L{n_layer}-D{d_model}``, with ``-C{budget}`` under a compute budget rule."""
+
+
 @dataclass(frozen=True)
 class ModelShape:
-    """One grid point: a GPT decoder shape with its stable id ``L{n_layer}-D{d_model}``."""
+    """One grid point: a GPT decoder shape, and its compute budget C under the ``compute`` rule.
+
+    Its stable id is ``L{n_layer}-D{d_model}``, or ``L{n_layer}-D{d_model}-C{budget}`` (e.g.
+    ``L4-D128-C1e15``, see :func:`compute_tag`) when the token budget comes from a compute
+    budget, so the same shape trained at several budgets of an IsoFLOP grid keeps distinct ids.
+    """
 
     n_layer: int
     d_model: int
     n_head: int
+    compute: float | None = None
 
     @property
     def id(self) -> str:
-        return f"L{self.n_layer}-D{self.d_model}"
+        base = f"L{self.n_layer}-D{self.d_model}"
+        return base if self.compute is None else f"{base}-C{compute_tag(self.compute)}"
 
     @property
     def n_params_approx(self) -> int:
@@ -54,30 +66,79 @@ def check_name(name: str, key: str) -> str:
     return name
 
 
+def compute_tag(compute: float) -> str:
+    """Compact, path-safe spelling of a FLOP budget: ``1e15 -> "1e15"``, ``3.5e17 -> "3.5e17"``.
+
+    Three significant digits; budgets that differ only beyond them get the same tag (and
+    :func:`model_grid` then reports a repeated model id).
+    """
+    mantissa, exponent = f"{float(compute):.2e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def _shape_entries(models: dict) -> list[tuple[str, dict]]:
+    """``(key, {n_layer, d_model, n_head})`` per grid point, from ``grid`` or ``ladder``."""
+    has_grid, has_ladder = models.get("grid") is not None, models.get("ladder") is not None
+    if has_grid == has_ladder:
+        raise ConfigError(
+            "models: give exactly one of models.grid (explicit shapes) or models.ladder "
+            "(depths with an aspect ratio)"
+        )
+    if has_grid:
+        return [(f"models.grid[{i}]", entry) for i, entry in enumerate(models["grid"])]
+    ladder = models["ladder"]
+    entries = []
+    for i, depth in enumerate(ladder["depths"]):
+        d_model = int(depth) * int(ladder["aspect_ratio"])
+        head_dim = int(ladder["head_dim"])
+        if d_model % head_dim:
+            raise ConfigError(
+                f"models.ladder.depths[{i}]: d_model = {depth} x aspect_ratio "
+                f"{ladder['aspect_ratio']} = {d_model} is not a multiple of head_dim {head_dim}"
+            )
+        entry = {"n_layer": int(depth), "d_model": d_model, "n_head": d_model // head_dim}
+        entries.append((f"models.ladder.depths[{i}]", entry))
+    return entries
+
+
 def model_grid(config: dict) -> list[ModelShape]:
-    """The model grid of ``config["models"]["grid"]``, checked.
+    """The grid points of ``config["models"]``, checked, in config order.
+
+    Shapes come from ``models.grid`` (a list of ``{n_layer, d_model, n_head}``) or from
+    ``models.ladder`` (``d_model = depth * aspect_ratio``, ``n_head = d_model / head_dim``, the
+    depth-ladder parameterisation of nanochat). Under the ``train.compute`` budget rule every
+    shape is repeated once per budget (an IsoFLOP grid: several sizes per C), budget-major.
 
     Raises:
-        ConfigError: a head count that does not divide ``d_model``, an odd head dimension (rotary
-            embeddings rotate pairs), or two entries with the same id.
+        ConfigError: both or neither of grid and ladder, a head count that does not divide
+            ``d_model``, an odd head dimension with rotary embeddings (they rotate pairs), or two
+            grid points with the same id.
     """
+    rotary = config["models"].get("position", "rope") == "rope"
+    budgets = config.get("train", {}).get("compute") or [None]
     shapes, seen = [], {}
-    for i, entry in enumerate(config["models"]["grid"]):
-        key = f"models.grid[{i}]"
-        shape = ModelShape(int(entry["n_layer"]), int(entry["d_model"]), int(entry["n_head"]))
-        if shape.d_model % shape.n_head:
-            raise ConfigError(
-                f"{key}: d_model ({shape.d_model}) is not divisible by n_head ({shape.n_head})"
+    for budget in budgets:
+        for key, entry in _shape_entries(config["models"]):
+            shape = ModelShape(
+                int(entry["n_layer"]),
+                int(entry["d_model"]),
+                int(entry["n_head"]),
+                None if budget is None else float(budget),
             )
-        if (shape.d_model // shape.n_head) % 2:
-            raise ConfigError(
-                f"{key}: head dimension d_model/n_head = {shape.d_model // shape.n_head} must be "
-                "even (rotary position embeddings)"
-            )
-        if shape.id in seen:
-            raise ConfigError(f"{key}: model id {shape.id} repeats {seen[shape.id]}")
-        seen[shape.id] = key
-        shapes.append(shape)
+            if shape.d_model % shape.n_head:
+                raise ConfigError(
+                    f"{key}: d_model ({shape.d_model}) is not divisible by n_head ({shape.n_head})"
+                )
+            if rotary and (shape.d_model // shape.n_head) % 2:
+                raise ConfigError(
+                    f"{key}: head dimension d_model/n_head = {shape.d_model // shape.n_head} "
+                    "must be even (rotary position embeddings)"
+                )
+            if shape.id in seen:
+                raise ConfigError(f"{key}: model id {shape.id} repeats {seen[shape.id]}")
+            seen[shape.id] = key
+            shapes.append(shape)
     return shapes
 
 
@@ -95,22 +156,115 @@ def check_config(config: dict) -> None:
         if spec["vocab_size"] > 2**32:
             raise ConfigError(f"tokenizers.{name}.vocab_size: ids must fit uint32")
     check_name(config["experiment_name"], "experiment_name")
-    model_grid(config)
     train = config["train"]
-    rules = [k for k in ("tokens", "tokens_per_parameter") if train.get(k) is not None]
+    rules = [k for k in BUDGET_RULES if train.get(k) is not None]
     if len(rules) != 1:
         raise ConfigError(
-            "train: give exactly one token budget rule, train.tokens (fixed D) or "
-            f"train.tokens_per_parameter (D = r·N); got {rules or 'none'}"
+            "train: give exactly one token budget rule, train.tokens (fixed D), "
+            "train.tokens_per_parameter (D = r·N) or train.compute (D = C / 6N); "
+            f"got {rules or 'none'}"
+        )
+    model_grid(config)
+    for key in ("lr", "batch_size"):
+        _check_scale_rule(train.get(key), f"train.{key}")
+    fractions = train.get("checkpoint_fractions") or []
+    if len(set(fractions)) != len(fractions) or any(not 0 < f < 1 for f in fractions):
+        raise ConfigError(
+            f"train.checkpoint_fractions: must be distinct numbers in (0, 1), got {fractions}"
         )
 
 
-def token_budget(train: dict, n_params: int) -> int:
+BUDGET_RULES = ("tokens", "tokens_per_parameter", "compute")
+
+
+def checkpoint_name(fraction: float) -> str:
+    """Name of the intermediate checkpoint at a fraction of the token budget: ``"frac-0.5"``.
+
+    The fraction is spelled with ``format(fraction, "g")`` (``0.25 -> "frac-0.25"``).
+    """
+    return f"frac-{format(fraction, 'g')}"
+
+
+def token_budget(train: dict, n_params: int, compute: float | None = None) -> int:
     """Training tokens D for a model of ``n_params`` non-embedding parameters.
 
     ``train.tokens`` fixes D for every model; ``train.tokens_per_parameter`` gives D = r·N
-    (r ≈ 20 is compute-optimal per Hoffmann et al. 2022, Table 3).
+    (r ≈ 20 is compute-optimal per Hoffmann et al. 2022, Table 3); ``train.compute`` (a list of
+    FLOP budgets, one per IsoFLOP curve) gives D = C / (6N) for the grid point's own budget
+    ``compute`` (C ≈ 6ND, Kaplan et al. 2020, eq. 2.1; Hoffmann et al. 2022, sec. 3.2).
+
+    Raises:
+        ConfigError: under the compute rule when ``compute`` is not given.
     """
     if train.get("tokens") is not None:
         return int(train["tokens"])
-    return int(round(float(train["tokens_per_parameter"]) * n_params))
+    if train.get("tokens_per_parameter") is not None:
+        return int(round(float(train["tokens_per_parameter"]) * n_params))
+    if compute is None:
+        raise ConfigError("train.compute: the grid point has no compute budget")
+    return int(round(float(compute) / (6.0 * n_params)))
+
+
+def _check_scale_rule(rule, key: str) -> None:
+    if not isinstance(rule, dict):
+        return
+    if "table" in rule:
+        limits = [row["max_N"] for row in rule["table"]]
+        if not limits or limits[-1] is not None:
+            raise ConfigError(f"{key}.table: the last row must have max_N: null (no limit)")
+        bounded = limits[:-1]
+        if None in bounded or bounded != sorted(bounded):
+            raise ConfigError(f"{key}.table: max_N must increase, with null only in the last row")
+
+
+def scale_rule(rule, n_params: int, key: str) -> float:
+    """A hyper-parameter by model size: a number, a size table or a power law in N.
+
+    Forms (``n_params`` = N, non-embedding parameters):
+
+    - a number: the same value at every size;
+    - ``{"table": [{"max_N": 1e6, "value": v1}, ..., {"max_N": None, "value": vk}]}``: the value
+      of the first row with ``N <= max_N`` (the last row, ``max_N: null``, catches the rest);
+    - ``{"power_law": {"value": v, "N_ref": n0, "exponent": a}}``: ``v * (N / n0) ** a``, e.g. a
+      learning rate falling with size (Kaplan et al. 2020, eq. D.1, ``LR(N) ∝ N^-0.25`` roughly)
+      or a batch size growing with it (DeepSeek-AI 2024, sec. 3.1).
+
+    Raises:
+        ConfigError: naming ``key`` for a malformed rule.
+    """
+    if isinstance(rule, bool) or rule is None:
+        raise ConfigError(f"{key}: expected a number, a table or a power_law, got {rule!r}")
+    if isinstance(rule, int | float):
+        return rule
+    _check_scale_rule(rule, key)
+    if "table" in rule:
+        for row in rule["table"]:
+            if row["max_N"] is None or n_params <= row["max_N"]:
+                return row["value"]
+    if "power_law" in rule:
+        law = rule["power_law"]
+        return float(law["value"]) * (n_params / float(law["N_ref"])) ** float(law["exponent"])
+    raise ConfigError(f"{key}: expected a number, a table or a power_law, got {rule!r}")
+
+
+def train_settings(train: dict, n_params: int, compute: float | None = None) -> dict:
+    """The size-dependent training settings of one model: ``tokens``, ``lr``, ``batch_size``.
+
+    ``lr`` and ``batch_size`` follow :func:`scale_rule`; a batch size from a power law is
+    rounded to the nearest power of two (so it splits evenly into micro-batches and GPUs), one
+    from a table or a number is used as given.
+
+    Raises:
+        ConfigError: naming the key, for a malformed rule or a budget below one token.
+    """
+    batch_rule = train["batch_size"]
+    batch = scale_rule(batch_rule, n_params, "train.batch_size")
+    if isinstance(batch_rule, dict) and "power_law" in batch_rule:
+        batch = 2 ** max(0, round(math.log2(batch)))
+    if int(batch) != batch or batch < 1:
+        raise ConfigError(f"train.batch_size: {batch!r} at N = {n_params} is not an integer >= 1")
+    tokens = token_budget(train, n_params, compute)
+    if tokens < 1:
+        raise ConfigError(f"train: token budget at N = {n_params} is {tokens} (< 1 token)")
+    lr = float(scale_rule(train["lr"], n_params, "train.lr"))
+    return {"tokens": tokens, "lr": lr, "batch_size": int(batch)}

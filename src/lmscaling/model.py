@@ -1,24 +1,29 @@
 """A small GPT language model (nanoGPT-style) with scaling-law bookkeeping.
 
-Architecture: token embedding -> ``n_layer`` pre-norm Transformer blocks -> final RMSNorm ->
-LM head (tied to the embedding by default). Each block is
+Architecture: token embedding (+ learned position embedding when ``position="learned"``) ->
+``n_layer`` pre-norm Transformer blocks -> final norm -> LM head (tied to the embedding by
+default). Each block is
 
-    x = x + Attention(RMSNorm(x))     causal self-attention, rotary positions (Su et al. 2021)
-    x = x + MLP(RMSNorm(x))           Linear(d, r*d) -> GELU -> Linear(r*d, d)
+    x = x + Attention(Norm(x))     causal self-attention through scaled_dot_product_attention
+                                   (flash / memory-efficient kernels on GPU), rotary positions
+                                   (Su et al. 2021) by default
+    x = x + MLP(Norm(x))           Linear(d, r*d) -> GELU -> Linear(r*d, d)
 
-with no biases anywhere and no learned position embeddings. Shapes use B = batch,
-T = sequence length, C = d_model, H = n_head, hd = head_dim = C // H, V = vocab_size.
+where Norm is RMSNorm (Zhang & Sennrich 2019, default) or LayerNorm without bias, and no layer
+has a bias. Shapes use B = batch, T = sequence length, C = d_model, H = n_head,
+hd = head_dim = C // H, V = vocab_size.
 
 Parameter convention (Kaplan et al. 2020, sec. 2.1): ``N`` counts the non-embedding
-parameters, i.e. every trainable parameter except the token-embedding matrix and, when it is
-untied, the LM-head (unembedding) matrix. With ``r = mlp_ratio`` and ``L = n_layer``::
+parameters, i.e. every trainable parameter except the token-embedding matrix, the learned
+position embedding (when used) and, when it is untied, the LM-head (unembedding) matrix. With
+``r = mlp_ratio`` and ``L = n_layer``::
 
     N = L * ((4 + 2 r) * d_model**2 + 2 * d_model) + d_model
 
     4 d^2     attention: fused q,k,v projection (3 d^2) + output projection (d^2)
     2 r d^2   MLP: up (r d^2) + down (r d^2)
-    2 d       the two RMSNorm gains of a block
-    + d       the final RMSNorm gain
+    2 d       the two norm gains of a block
+    + d       the final norm gain
 
 so for the default ``r = 4``, ``N = 12 L d^2 + (2 L + 1) d`` (Kaplan et al. 2020, eq. 2.1 gives
 ``12 L d^2`` when norms are ignored).
@@ -39,6 +44,8 @@ from lmscaling.io import atomic_path
 ROPE_BASE = 10000.0  # rotary frequency base (Su et al. 2021, RoFormer, eq. 15)
 INIT_STD = 0.02  # GPT-2 initialisation (Radford et al. 2019)
 NORM_EPS = 1e-6
+NORMS = ("rmsnorm", "layernorm")
+POSITIONS = ("rope", "learned")
 
 
 class CheckpointError(ValueError):
@@ -49,9 +56,16 @@ class CheckpointError(ValueError):
 class GPTConfig:
     """Shape of a GPT model.
 
+    Attributes:
+        vocab_size, context_length, n_layer, d_model, n_head, mlp_ratio: sizes (V, T, L, d, H, r).
+        tie_embeddings: share the token-embedding matrix with the LM head (Press & Wolf 2017).
+        norm: ``"rmsnorm"`` or ``"layernorm"`` (bias-free LayerNorm).
+        position: ``"rope"`` (rotary, Su et al. 2021) or ``"learned"`` (GPT-2 absolute positions).
+
     Raises:
         ValueError: naming the offending field when a size is not positive, ``d_model`` is not
-            divisible by ``n_head``, or the head dimension is odd (rotary embeddings rotate pairs).
+            divisible by ``n_head``, the head dimension is odd with rotary embeddings (they rotate
+            pairs), or ``norm`` / ``position`` is unknown.
     """
 
     vocab_size: int
@@ -61,6 +75,8 @@ class GPTConfig:
     n_head: int
     mlp_ratio: int = 4
     tie_embeddings: bool = True
+    norm: str = "rmsnorm"
+    position: str = "rope"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "n_layer", "d_model", "n_head", "mlp_ratio"):
@@ -69,9 +85,13 @@ class GPTConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.tie_embeddings, bool):
             raise ValueError(f"tie_embeddings must be a bool, got {self.tie_embeddings!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.position not in POSITIONS:
+            raise ValueError(f"position must be one of {POSITIONS}, got {self.position!r}")
         if self.d_model % self.n_head != 0:
             raise ValueError(f"d_model ({self.d_model}) is not divisible by n_head ({self.n_head})")
-        if self.head_dim % 2 != 0:
+        if self.position == "rope" and self.head_dim % 2 != 0:
             raise ValueError(
                 f"head_dim = d_model // n_head ({self.head_dim}) must be even for rotary "
                 f"position embeddings (d_model={self.d_model}, n_head={self.n_head})"
@@ -110,12 +130,20 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return rotated.type_as(x)  # back to bf16 under autocast
 
 
+def make_norm(cfg: GPTConfig) -> nn.Module:
+    """The configured normalisation over the last axis: RMSNorm or bias-free LayerNorm."""
+    if cfg.norm == "layernorm":
+        return nn.LayerNorm(cfg.d_model, eps=NORM_EPS, bias=False)
+    return nn.RMSNorm(cfg.d_model, eps=NORM_EPS)
+
+
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with rotary position embeddings."""
+    """Multi-head causal self-attention, with rotary position embeddings unless learned ones."""
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.n_head = cfg.n_head
+        self.rotary = cfg.position == "rope"
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.proj.is_residual_output = True
@@ -124,7 +152,9 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape  # (B, T, C)
         H, hd = self.n_head, C // self.n_head
         qk, v = self.qkv(x).split([2 * C, C], dim=2)  # (B, T, 2C), (B, T, C)
-        qk = apply_rotary(qk.view(B, T, 2 * H, hd), cos, sin)  # q and k rotated in one pass
+        qk = qk.view(B, T, 2 * H, hd)
+        if self.rotary:
+            qk = apply_rotary(qk, cos, sin)  # q and k rotated in one pass
         q, k = qk.transpose(1, 2).split(H, dim=1)  # (B, H, T, hd) each
         v = v.view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hd)
@@ -150,9 +180,9 @@ class Block(nn.Module):
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.norm_attn = nn.RMSNorm(cfg.d_model, eps=NORM_EPS)
+        self.norm_attn = make_norm(cfg)
         self.attn = CausalSelfAttention(cfg)
-        self.norm_mlp = nn.RMSNorm(cfg.d_model, eps=NORM_EPS)
+        self.norm_mlp = make_norm(cfg)
         self.mlp = MLP(cfg)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -163,17 +193,21 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """Decoder-only Transformer language model.
 
-    Initialisation follows GPT-2 (Radford et al. 2019): every weight matrix ~ N(0, 0.02^2), the
-    residual output projections (attention ``proj`` and MLP ``down``) ~ N(0, (0.02/sqrt(2L))^2),
-    RMSNorm gains = 1.
+    Initialisation is scaled with depth as in GPT-2 (Radford et al. 2019, sec. 2.3): every
+    weight matrix ~ N(0, 0.02^2), the residual output projections (attention ``proj`` and MLP
+    ``down``) ~ N(0, (0.02/sqrt(2L))^2) so the residual stream's variance does not grow with L,
+    norm gains = 1.
     """
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.d_model)
+        self.wpe = None
+        if config.position == "learned":
+            self.wpe = nn.Embedding(config.context_length, config.d_model)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.norm_f = nn.RMSNorm(config.d_model, eps=NORM_EPS)
+        self.norm_f = make_norm(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight
@@ -212,6 +246,8 @@ class GPT(nn.Module):
             )
         cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, 1, hd/2)
         x = self.wte(idx)  # (B, T, C)
+        if self.wpe is not None:
+            x = x + self.wpe.weight[:T]  # (T, C) broadcast over the batch
         for block in self.blocks:
             x = block(x, cos, sin)  # (B, T, C)
         logits = self.lm_head(self.norm_f(x))  # (B, T, V)
@@ -221,16 +257,19 @@ class GPT(nn.Module):
         return logits, loss
 
     def param_counts(self) -> dict[str, int]:
-        """Parameter counts (see the module docstring for the convention).
+        """Parameter counts, from the module's own tensors (see the module docstring).
 
         Returns:
-            ``{"N": non-embedding parameters (excludes the embedding and, when untied, the
-            unembedding matrix), "N_embedding": V*d (2*V*d when untied), "N_total": all unique
-            trainable parameters (a tied matrix counted once)}``.
+            ``{"N"``: non-embedding parameters (Kaplan et al. 2020, sec. 2.1: excludes the token
+            and position embeddings and, when untied, the unembedding matrix),
+            ``"N_embedding"``: ``V d`` (``2 V d`` untied) plus ``T d`` for learned positions,
+            ``"N_total"``: all unique trainable parameters (a tied matrix counted once),
+            ``"N_total_untied"``: the total with the LM head counted as its own ``V d`` matrix,
+            i.e. the same architecture without weight tying (equals ``N_total`` when untied)``}``.
         """
         total = sum(p.numel() for p in self.parameters() if p.requires_grad)
         n_embedding = _embedding_params(self.config)
-        return {"N": total - n_embedding, "N_embedding": n_embedding, "N_total": total}
+        return _counts(total - n_embedding, self.config)
 
     def flops_per_token(self) -> dict[str, float]:
         """Training FLOP per token (forward + backward = 3x forward).
@@ -239,21 +278,28 @@ class GPT(nn.Module):
             ``{"6N": 6 N`` (Kaplan et al. 2020, eq. 2.1, ``C ~ 6 N``),
             ``"6N_attention": 6 N + 6 L n_ctx d`` (Kaplan et al. 2020, Table 1: forward attention
             term ``2 n_layer n_ctx d_attn``, x3 for the backward pass),
-            ``"exact": 6N_attention + 6 V d`` (adds the LM-head matmul)}.
+            ``"exact": 6N_attention + 6 V d`` (adds the LM-head matmul; the count MFU uses)}.
+            The attention term counts the full ``T x T`` score matrix, as Kaplan et al. do.
         """
-        cfg = self.config
-        n = self.param_counts()["N"]
-        attention = 6.0 * cfg.n_layer * cfg.context_length * cfg.d_model
-        head = 6.0 * cfg.vocab_size * cfg.d_model
-        return {
-            "6N": 6.0 * n,
-            "6N_attention": 6.0 * n + attention,
-            "exact": 6.0 * n + attention + head,
-        }
+        return flops_per_token(self.config)
 
 
 def _embedding_params(cfg: GPTConfig) -> int:
-    return cfg.vocab_size * cfg.d_model * (1 if cfg.tie_embeddings else 2)
+    n = cfg.vocab_size * cfg.d_model * (1 if cfg.tie_embeddings else 2)
+    if cfg.position == "learned":
+        n += cfg.context_length * cfg.d_model
+    return n
+
+
+def _counts(n: int, cfg: GPTConfig) -> dict[str, int]:
+    n_embedding = _embedding_params(cfg)
+    head = cfg.vocab_size * cfg.d_model if cfg.tie_embeddings else 0
+    return {
+        "N": n,
+        "N_embedding": n_embedding,
+        "N_total": n + n_embedding,
+        "N_total_untied": n + n_embedding + head,
+    }
 
 
 def count_parameters(cfg: GPTConfig) -> dict[str, int]:
@@ -262,9 +308,15 @@ def count_parameters(cfg: GPTConfig) -> dict[str, int]:
     ``N = L * ((4 + 2 r) d^2 + 2 d) + d`` (module docstring; Kaplan et al. 2020, sec. 2.1).
     """
     d, r = cfg.d_model, cfg.mlp_ratio
-    n = cfg.n_layer * ((4 + 2 * r) * d * d + 2 * d) + d
-    n_embedding = _embedding_params(cfg)
-    return {"N": n, "N_embedding": n_embedding, "N_total": n + n_embedding}
+    return _counts(cfg.n_layer * ((4 + 2 * r) * d * d + 2 * d) + d, cfg)
+
+
+def flops_per_token(cfg: GPTConfig) -> dict[str, float]:
+    """Analytic ``GPT(cfg).flops_per_token()`` without allocating weights."""
+    n = count_parameters(cfg)["N"]
+    attention = 6.0 * cfg.n_layer * cfg.context_length * cfg.d_model
+    head = 6.0 * cfg.vocab_size * cfg.d_model
+    return {"6N": 6.0 * n, "6N_attention": 6.0 * n + attention, "exact": 6.0 * n + attention + head}
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: GPT, extra: dict | None = None) -> None:

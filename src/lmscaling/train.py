@@ -1,29 +1,90 @@
-"""Train one GPT on a token stream for a fixed token budget D.
+"""Train one GPT for a token budget D: resumable, multi-GPU ready, with FLOP and MFU accounting.
 
-One optimizer step sees ``batch_size`` windows of ``context_length + 1`` tokens drawn uniformly
-at random from the stream (inputs = window[:-1], targets = window[1:]), so a step consumes
-``batch_size * context_length`` training tokens. The learning rate follows linear warmup then
-cosine decay; the optimizer is AdamW (Loshchilov & Hutter 2019) with weight decay on weight
-matrices only, as in nanoGPT and Kaplan et al. 2020 (sec. 2.2, cosine schedule).
+Batches. One optimizer step consumes ``batch_size`` windows of ``context_length + 1`` tokens
+(inputs = window[:-1], targets = window[1:]), i.e. ``batch_size * context_length`` training tokens,
+summed over every GPU (rank) and micro-batch. The window starts of step ``s`` are drawn uniformly
+from ``np.random.default_rng((seed, s))``, so the data position of a step depends on
+``(seed, s)`` only: a resumed run, or one split over micro-batches (gradient accumulation) or
+ranks, sees exactly the batches of an uninterrupted single-process run. Micro-batch ``m`` of rank
+``r`` takes rows ``[(m * world + r) * micro, ...)`` of the step's batch. Windows never cross a
+shard boundary.
+
+Optimisation. AdamW (Loshchilov & Hutter 2019; fused kernel where available) with weight decay
+on weight matrices only, global gradient-norm clipping, a linear warmup then either cosine decay
+(Loshchilov & Hutter 2017) or warmup-stable-decay (WSD: constant, then a linear decay over the
+last ``decay_fraction`` of the steps; Hägele et al. 2024). On CUDA the forward pass runs under
+bf16 autocast with TF32 float32 matmuls; ``compile=True`` tries ``torch.compile`` and falls back
+to eager execution with a logged warning when it cannot compile.
+
+Reliability. With a ``state_dir``, every ``resume_every`` steps rank 0 writes
+``state_dir/resume.pt`` atomically (model, optimizer, step, losses so far, torch/numpy/python RNG
+states); a rerun with the same settings continues from it and ends with the same weights and loss
+as an uninterrupted run (bit for bit on CPU). Model checkpoints at ``checkpoint_fractions`` of the
+budget are written to ``state_dir/frac-{f}.pt``. All files load with ``torch.load(weights_only=
+True)``. The caller moves the fraction checkpoints to their final place and removes the state
+directory (:func:`clear_state`) once its outputs are written.
+
+Multi-GPU. Under ``torchrun`` (``WORLD_SIZE > 1``, see :mod:`lmscaling.distributed`) the model is
+wrapped in DistributedDataParallel (NCCL on CUDA, gloo on CPU); gradients are synchronised on the
+last micro-batch of a step only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import math
 import os
+import random
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
-from lmscaling.model import GPT, GPTConfig, model_id
+from lmscaling.config import checkpoint_name
+from lmscaling.io import atomic_path
+from lmscaling.model import GPT, GPTConfig, model_id, save_checkpoint
 
 log = logging.getLogger("lmscaling.train")
+
+SCHEDULES = ("cosine", "wsd")
+RESUME_FILE = "resume.pt"
+RESUME_VERSION = 1
+
+# Dense bf16 tensor-core peak FLOP/s (no sparsity) from the vendors' data sheets, matched as a
+# substring of torch.cuda.get_device_name(), most specific first. MFU = achieved model FLOP/s /
+# peak (Chowdhery et al. 2022, PaLM, app. B).
+PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
+    ("GB200", 2.5e15),
+    ("B200", 2.25e15),
+    ("H200", 989e12),
+    ("GH200", 989e12),
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),
+    ("H800", 989e12),
+    ("A100", 312e12),
+    ("A800", 312e12),
+    ("L40S", 362e12),
+    ("L40", 181e12),
+    ("L4", 121e12),
+    ("A10G", 70e12),
+    ("A10", 125e12),
+    ("A6000", 155e12),
+    ("RTX 4090", 165e12),
+    ("RTX 3090", 71e12),
+)
+
+
+class ResumeError(ValueError):
+    """A resume file cannot be read or was written by an incompatible version."""
 
 
 @dataclass(frozen=True)
@@ -32,15 +93,25 @@ class TrainConfig:
 
     Attributes:
         tokens: D, training tokens to see; rounded up to whole optimizer steps.
-        batch_size: sequences per optimizer step.
+        batch_size: sequences per optimizer step, over all ranks and micro-batches.
+        micro_batch_size: sequences per forward pass on one rank; 0 = ``batch_size / world``
+            (no gradient accumulation). ``batch_size`` must be a multiple of
+            ``micro_batch_size * world``; the quotient is the number of accumulation steps.
         lr: peak learning rate; ``min_lr_ratio * lr`` is the final one.
+        schedule: ``"cosine"`` or ``"wsd"`` (warmup-stable-decay).
         warmup_fraction: fraction of the steps spent in linear warmup.
+        decay_fraction: WSD only, fraction of the steps in the final linear decay.
         weight_decay, beta1, beta2: AdamW hyper-parameters.
         grad_clip: maximum global gradient L2 norm.
         seed: seeds the initial weights and the batch sampler.
         log_every: steps between progress rows.
         threads: CPU threads for torch (0 leaves torch's default).
-        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``;
+            under torchrun each rank uses ``cuda:LOCAL_RANK``.
+        compile: try ``torch.compile`` (eager fallback with a warning).
+        resume_every: steps between resume checkpoints (0 = none); needs a ``state_dir``.
+        checkpoint_fractions: fractions of the steps in (0, 1) after which a model checkpoint is
+            written; needs a ``state_dir``.
 
     Raises:
         ValueError: naming the key whose value is out of range.
@@ -48,9 +119,12 @@ class TrainConfig:
 
     tokens: int
     batch_size: int = 32
+    micro_batch_size: int = 0
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
+    schedule: str = "cosine"
     warmup_fraction: float = 0.05
+    decay_fraction: float = 0.2
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -59,50 +133,81 @@ class TrainConfig:
     log_every: int = 10
     threads: int = 0
     device: str = "auto"
+    compile: bool = False
+    resume_every: int = 0
+    checkpoint_fractions: tuple[float, ...] = field(default=())
 
     def __post_init__(self) -> None:
         for name in ("tokens", "batch_size", "log_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        object.__setattr__(self, "checkpoint_fractions", tuple(self.checkpoint_fractions))
+        fractions = self.checkpoint_fractions
         checks = {
+            "micro_batch_size": isinstance(self.micro_batch_size, int)
+            and self.micro_batch_size >= 0,
             "lr": self.lr > 0,
             "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
+            "schedule": self.schedule in SCHEDULES,
             "warmup_fraction": 0 <= self.warmup_fraction < 1,
+            "decay_fraction": 0 <= self.decay_fraction <= 1,
             "weight_decay": self.weight_decay >= 0,
             "beta1": 0 <= self.beta1 < 1,
             "beta2": 0 <= self.beta2 < 1,
             "grad_clip": self.grad_clip > 0,
             "threads": isinstance(self.threads, int) and self.threads >= 0,
+            "resume_every": isinstance(self.resume_every, int) and self.resume_every >= 0,
+            "checkpoint_fractions": all(0 < f < 1 for f in fractions)
+            and len(set(fractions)) == len(fractions),
         }
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"{name} is out of range: {getattr(self, name)!r}")
 
 
-def select_device(pref: str) -> torch.device:
+def select_device(pref: str, local_rank: int = 0) -> torch.device:
     """Resolve a device preference: ``"auto"`` -> CUDA if available, else CPU.
+
+    ``local_rank`` picks the GPU of a torchrun worker for ``"auto"`` and ``"cuda"``.
 
     Raises:
         ValueError: for an unknown device string, or a CUDA device when CUDA is unavailable.
     """
     if pref == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        pref = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(pref)
     except RuntimeError as exc:
         raise ValueError(f"device {pref!r} is not a valid torch device: {exc}") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {pref!r} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank)
     return device
+
+
+def device_peak_flops(device: torch.device) -> float | None:
+    """Dense bf16 peak FLOP/s of a CUDA device from :data:`PEAK_BF16_FLOPS`; None if unknown."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, peak in PEAK_BF16_FLOPS:
+        if key in name:
+            return peak
+    return None
 
 
 def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
     """Learning rate for the 0-based optimizer ``step`` of ``total_steps``.
 
-    Linear warmup over ``W = ceil(warmup_fraction * total_steps)`` steps
-    (``lr * (step + 1) / W``), then cosine decay from ``lr`` at step ``W`` to
-    ``lr * min_lr_ratio`` at the last step (Loshchilov & Hutter 2017, SGDR eq. 5).
+    Linear warmup over ``W = ceil(warmup_fraction * total_steps)`` steps (``lr * (step + 1) /
+    W``), then
+
+    - ``"cosine"``: cosine decay from ``lr`` at step ``W`` to ``lr * min_lr_ratio`` at the last
+      step (Loshchilov & Hutter 2017, SGDR eq. 5);
+    - ``"wsd"``: ``lr`` until the last ``K = ceil(decay_fraction * total_steps)`` steps, then a
+      linear decay reaching ``lr * min_lr_ratio`` at the last step (Hägele et al. 2024, sec. 3).
 
     Raises:
         ValueError: when ``step`` is not in ``[0, total_steps)``.
@@ -113,14 +218,22 @@ def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
     if step < warmup:
         return cfg.lr * (step + 1) / warmup
     min_lr = cfg.lr * cfg.min_lr_ratio
+    if cfg.schedule == "wsd":
+        decay = min(math.ceil(cfg.decay_fraction * total_steps), total_steps - warmup)
+        start = total_steps - decay  # first decay step
+        if step < start:
+            return cfg.lr
+        progress = (step - start + 1) / decay  # 1/K ... 1
+        return cfg.lr + progress * (min_lr - cfg.lr)
     progress = (step - warmup) / max(1, total_steps - 1 - warmup)  # 0 -> 1
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - min_lr)
 
 
-def load_tokens(paths: Sequence[str | os.PathLike[str]], dtype) -> np.ndarray:
-    """Concatenate token shards (flat little-endian ``uint16``/``uint32`` files) into one 1-D array.
+def load_tokens(paths: Sequence[str | os.PathLike[str]], dtype) -> list[np.ndarray]:
+    """Open token shards (flat little-endian ``uint16``/``uint32`` files) as read-only memmaps.
 
-    A single shard is returned as a read-only memmap (no copy); several are copied into memory.
+    Nothing is read into memory: :func:`train` samples windows from the list directly, so a
+    corpus of billions of tokens costs no RAM. Empty shards are left out.
 
     Raises:
         ValueError: when ``paths`` is empty, ``dtype`` is not uint16/uint32, or a file's size is
@@ -138,21 +251,59 @@ def load_tokens(paths: Sequence[str | os.PathLike[str]], dtype) -> np.ndarray:
             raise ValueError(f"{path}: size {size} bytes is not a multiple of {dt.itemsize}")
         if size:
             shards.append(np.memmap(path, dtype=dt, mode="r"))
-    if not shards:
-        return np.zeros(0, dtype=dt)
-    return shards[0] if len(shards) == 1 else np.concatenate(shards)
+    return shards
 
 
-def _optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
+class TokenStream:
+    """Uniform sampling of fixed-length windows from one or more 1-D token arrays.
+
+    A window lies inside one array; every valid start position of every array is equally
+    likely, as if the arrays were concatenated without windows across the seams.
+
+    Raises:
+        ValueError: when no array holds a full window.
+    """
+
+    def __init__(self, arrays: Sequence[np.ndarray], window: int) -> None:
+        self.arrays = [a for a in arrays if len(a) >= window]
+        if not self.arrays:
+            lengths = [len(a) for a in arrays]
+            raise ValueError(
+                f"too few tokens to train: need a shard of at least context_length + 1 = "
+                f"{window} tokens, got shard lengths {lengths}"
+            )
+        self.window = window
+        self.counts = np.array([len(a) - window + 1 for a in self.arrays])  # valid starts
+        self.ends = np.cumsum(self.counts)
+        self.offsets = np.arange(window)
+
+    @property
+    def n_starts(self) -> int:
+        """Number of distinct windows."""
+        return int(self.ends[-1])
+
+    def gather(self, starts: np.ndarray) -> np.ndarray:
+        """Windows ``(len(starts), window)`` as int64 for global start indices in ``[0, n)``."""
+        which = np.searchsorted(self.ends, starts, side="right")
+        local = starts - (self.ends[which] - self.counts[which])
+        out = np.empty((len(starts), self.window), dtype=np.int64)
+        for i in np.unique(which):
+            rows = which == i
+            out[rows] = self.arrays[i][local[rows, None] + self.offsets]
+        return out
+
+
+def _optimizer(model: GPT, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]  # weight matrices and the embedding
-    no_decay = [p for p in params if p.dim() < 2]  # RMSNorm gains
+    decay = [p for p in params if p.dim() >= 2]  # weight matrices and embeddings
+    no_decay = [p for p in params if p.dim() < 2]  # norm gains
     groups = [
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
     # The fused kernel exists for CPU and CUDA and is the fastest on both.
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 
 def keep_freed_memory_in_heap() -> bool:
@@ -185,142 +336,347 @@ def _format_duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
+def checkpoint_steps(fractions: Sequence[float], total_steps: int) -> dict[float, int]:
+    """``{fraction: step}``: the checkpoint of fraction ``f`` is written after step
+    ``ceil(f * total_steps)`` (clipped to ``[1, total_steps]``), when at least ``f * D`` tokens
+    have been seen."""
+    return {f: min(total_steps, max(1, math.ceil(f * total_steps))) for f in fractions}
+
+
+def _fingerprint(model_cfg: GPTConfig, cfg: TrainConfig, n_windows: int) -> dict:
+    """What a resume file must match: every setting that changes the result."""
+    ignore = {"log_every", "threads", "device", "compile", "resume_every", "micro_batch_size"}
+    train = {k: v for k, v in asdict(cfg).items() if k not in ignore}
+    train["checkpoint_fractions"] = list(cfg.checkpoint_fractions)
+    return {"model": asdict(model_cfg), "train": train, "windows": n_windows}
+
+
+def _rng_states() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    if torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    random.setstate(states["python"])
+
+
+def load_resume(path: str | os.PathLike[str], map_location: torch.device) -> dict:
+    """Read a resume file written by :func:`train` (``torch.load(weights_only=True)``).
+
+    Raises:
+        ResumeError: naming ``path`` when it is unreadable or of another format version.
+    """
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # a torn or foreign file: the caller starts afresh
+        raise ResumeError(f"{path}: cannot read resume state: {exc}") from exc
+    if not isinstance(state, dict) or state.get("version") != RESUME_VERSION:
+        raise ResumeError(f"{path}: not a version-{RESUME_VERSION} lmscaling resume file")
+    return state
+
+
+def clear_state(state_dir: str | os.PathLike[str]) -> None:
+    """Remove a run's state directory (resume file and staged checkpoints), if present."""
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _compile_or_eager(model: torch.nn.Module, example: torch.Tensor, autocast) -> torch.nn.Module:
+    """``torch.compile(model)`` if a forward and backward pass on ``example`` compile, else
+    ``model`` itself, with a logged warning (e.g. no C++ compiler, unsupported platform)."""
+    try:
+        compiled = torch.compile(model)
+        with autocast():
+            _, loss = compiled(example[:, :-1], example[:, 1:])
+        loss.backward()
+    except Exception as exc:  # any compiler failure: eager mode computes the same thing
+        log.warning("torch.compile failed, training in eager mode: %s", str(exc).splitlines()[0])
+        compiled = model
+    for p in model.parameters():
+        p.grad = None
+    return compiled
+
+
 def train(
     model_cfg: GPTConfig,
     cfg: TrainConfig,
-    tokens: np.ndarray,
+    tokens: np.ndarray | Sequence[np.ndarray],
     on_log: Callable[[int, dict], None] | None = None,
     name: str = "",
+    state_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[GPT, dict, list[dict]]:
-    """Train a fresh ``GPT(model_cfg)`` on ``tokens`` for ``cfg.tokens`` tokens.
+    """Train a fresh ``GPT(model_cfg)`` on ``tokens`` for ``cfg.tokens`` tokens (or resume one).
 
-    ``total_steps = ceil(cfg.tokens / (batch_size * context_length))``. On CUDA the forward pass
-    runs under bf16 autocast with TF32 matmuls. Every ``log_every`` steps and at the last step a
-    row ``{"step", "tokens", "loss" (mean train loss since the previous row, nats/token), "lr",
-    "tokens_per_s", "elapsed_s"}`` is appended to the metrics, passed to ``on_log(step, row)``
-    and logged as one line on the ``lmscaling.train`` logger.
+    ``total_steps = ceil(cfg.tokens / (batch_size * context_length))``. Every ``log_every``
+    steps and at the last step a row ``{"step", "tokens", "loss"`` (mean train loss since the
+    previous row over all ranks, nats/token), ``"lr", "tokens_per_s"`` (all ranks),
+    ``"mfu"`` (None off known GPUs), ``"elapsed_s"}`` is appended to the metrics, passed to
+    ``on_log(step, row)`` on rank 0 and logged as one progress line with the ETA.
 
     Args:
         model_cfg: model shape.
         cfg: optimisation settings.
-        tokens: 1-D integer token stream (e.g. from :func:`load_tokens`).
-        on_log: optional callback receiving each metrics row.
+        tokens: a 1-D integer token stream or a list of them (e.g. from :func:`load_tokens`).
+        on_log: optional callback receiving each metrics row (rank 0 only).
         name: model name for messages (default ``model_id(n_layer, d_model)``).
+        state_dir: directory for the resume file and the fraction checkpoints; a valid
+            ``resume.pt`` there with the same settings is resumed from. A stale one (other
+            settings, unreadable) is ignored with a warning and overwritten.
 
     Returns:
         ``(model on CPU in eval mode, summary, metrics)``; ``summary`` holds ``steps``, ``D``
         (tokens seen = steps * batch_size * context_length), ``train_loss`` (last logged),
-        ``train_time_s``, ``tokens_per_s``, ``device``, ``N``, ``N_embedding``, ``N_total``,
-        ``C = 6 N D`` FLOP (Kaplan et al. 2020, eq. 2.1) and ``flops_per_token``.
+        ``train_time_s`` and ``tokens_per_s`` (this process's share of the run), ``device``,
+        ``world_size``, ``grad_accum_steps``, ``compiled``, ``resumed_from_step``, ``N``,
+        ``N_embedding``, ``N_total``, ``N_total_untied``, ``C = 6 N D`` FLOP (Kaplan et al.
+        2020, eq. 2.1), ``flops_per_token``, ``mfu``, ``peak_memory_gb`` (CUDA) and
+        ``checkpoints`` (``{"frac-0.5": {"fraction", "step", "D", "path"}}``).
 
     Raises:
-        ValueError: when the stream is shorter than ``context_length + 1`` tokens or holds a
-            token id outside ``[0, vocab_size)``.
+        ValueError: when no shard holds ``context_length + 1`` tokens, a token id is outside
+            ``[0, vocab_size)``, the batch does not split into micro-batches and ranks, or
+            checkpoints are asked for without a ``state_dir``.
         FloatingPointError: naming the model and step when the training loss is not finite.
     """
     name = name or model_id(model_cfg.n_layer, model_cfg.d_model)
-    T, B = model_cfg.context_length, cfg.batch_size
-    tokens = np.asarray(tokens)
-    if tokens.ndim != 1 or len(tokens) < T + 1:
+    T = model_cfg.context_length
+    arrays = [np.asarray(tokens)] if isinstance(tokens, np.ndarray) else list(tokens)
+    if any(a.ndim != 1 for a in arrays):
+        raise ValueError(f"{name}: token streams must be 1-D, got {[a.shape for a in arrays]}")
+    try:
+        stream = TokenStream(arrays, T + 1)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    for a in stream.arrays:
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi >= model_cfg.vocab_size:
+            raise ValueError(
+                f"{name}: token ids span [{lo}, {hi}], outside [0, "
+                f"vocab_size={model_cfg.vocab_size})"
+            )
+    if (cfg.resume_every or cfg.checkpoint_fractions) and state_dir is None:
+        raise ValueError(f"{name}: resume_every and checkpoint_fractions need a state_dir")
+
+    distributed = dist.is_available() and dist.is_initialized()
+    rank = dist.get_rank() if distributed else 0
+    world = dist.get_world_size() if distributed else 1
+    micro = cfg.micro_batch_size or cfg.batch_size // world
+    if micro < 1 or cfg.batch_size % (micro * world):
         raise ValueError(
-            f"{name}: too few tokens to train: need a 1-D stream of at least context_length + 1 "
-            f"= {T + 1} tokens, got shape {tokens.shape}"
+            f"{name}: batch_size {cfg.batch_size} is not a multiple of micro_batch_size "
+            f"{micro} x world size {world}"
         )
-    lo, hi = int(tokens.min()), int(tokens.max())
-    if lo < 0 or hi >= model_cfg.vocab_size:
-        raise ValueError(
-            f"{name}: token ids span [{lo}, {hi}], outside [0, vocab_size={model_cfg.vocab_size})"
-        )
+    accum = cfg.batch_size // (micro * world)
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = select_device(cfg.device)
+    device = select_device(cfg.device, int(os.environ.get("LOCAL_RANK", 0)))
     cuda = device.type == "cuda"
     if cuda:
-        torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls left
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for the float32 matmuls left
+        torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.reset_peak_memory_stats(device)
     else:
         keep_freed_memory_in_heap()
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
 
-    model = GPT(model_cfg).to(device)
-    model.train()
-    optimizer = _optimizer(model, cfg)
-    tokens_per_step = B * T
+    torch.manual_seed(cfg.seed)
+    raw = GPT(model_cfg).to(device)
+    raw.train()
+    optimizer = _optimizer(raw, cfg, device)
+    tokens_per_step = cfg.batch_size * T
     total_steps = math.ceil(cfg.tokens / tokens_per_step)
-    offsets = np.arange(T + 1)  # (T+1,)
+    frac_steps = checkpoint_steps(cfg.checkpoint_fractions, total_steps)
     step_losses = torch.zeros(total_steps, device=device)  # read back only at log steps
+    counts = raw.param_counts()
+    flops = raw.flops_per_token()
+    peak = device_peak_flops(device)
 
     metrics: list[dict] = []
-    last_logged = 0
+    start_step, elapsed_before = 0, 0.0
+    fingerprint = _fingerprint(model_cfg, cfg, stream.n_starts)
+    resume_path = Path(state_dir) / RESUME_FILE if state_dir is not None else None
+    if resume_path is not None and resume_path.exists():
+        try:
+            state = load_resume(resume_path, device)
+            if state["fingerprint"] != fingerprint:
+                raise ResumeError(f"{resume_path}: written for other settings")
+        except ResumeError as exc:
+            log.warning("%s: not resuming, starting afresh: %s", name, exc)
+        else:
+            raw.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_step, elapsed_before = state["step"], state["elapsed_s"]
+            metrics = state["metrics"]
+            step_losses[:start_step] = state["step_losses"].to(device)
+            _set_rng_states(state["rng"])
+            log.info("%s: resuming from step %d/%d", name, start_step, total_steps)
+
+    def autocast():
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda)
+
+    def batch(step: int, m: int) -> torch.Tensor:
+        starts = np.random.default_rng((cfg.seed, step)).integers(
+            0, stream.n_starts, size=cfg.batch_size
+        )
+        lo = (m * world + rank) * micro
+        windows = torch.from_numpy(stream.gather(starts[lo : lo + micro]))  # (micro, T+1)
+        if cuda:
+            windows = windows.pin_memory().to(device, non_blocking=True)
+        return windows
+
+    model: torch.nn.Module = raw
+    compiled = False
+    if cfg.compile:
+        model = _compile_or_eager(raw, batch(start_step % total_steps, 0), autocast)
+        compiled = model is not raw
+    if distributed:
+        ids = [device.index] if cuda else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def save_resume(done: int, elapsed: float) -> None:
+        state = {
+            "version": RESUME_VERSION,
+            "fingerprint": fingerprint,
+            "step": done,
+            "model": raw.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "metrics": metrics,
+            "step_losses": step_losses[:done].cpu(),
+            "elapsed_s": elapsed,
+            "rng": _rng_states(),
+        }
+        with atomic_path(resume_path) as tmp:
+            torch.save(state, tmp)
+
+    def fraction_summary(fraction: float, done: int) -> dict:
+        d_seen = done * tokens_per_step
+        return {
+            "model_id": name,
+            "fraction": fraction,
+            "step": done,
+            "D": d_seen,
+            **counts,
+            "C": 6.0 * counts["N"] * d_seen,
+            # mean loss of the last log_every steps (this rank's micro-batches), nats/token
+            "train_loss": float(step_losses[max(0, done - cfg.log_every) : done].mean()),
+        }
+
+    checkpoints = {}
+    for fraction, at in frac_steps.items():
+        path = Path(state_dir) / f"{checkpoint_name(fraction)}.pt" if state_dir else None
+        checkpoints[checkpoint_name(fraction)] = {
+            "fraction": fraction,
+            "step": at,
+            "D": at * tokens_per_step,
+            "path": str(path),
+        }
+
+    last_logged = metrics[-1]["step"] if metrics else 0
+    timed_from = start_step  # first step of the current speed interval run by this process
     t_start = t_last = time.perf_counter()
-    for step in range(total_steps):
+    for step in range(start_step, total_steps):
         lr = lr_at(step, total_steps, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        starts = rng.integers(0, len(tokens) - T, size=B)  # window start positions
-        windows = torch.from_numpy(tokens[starts[:, None] + offsets].astype(np.int64))  # (B, T+1)
-        if cuda:
-            windows = windows.pin_memory().to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
-            _, loss = model(windows[:, :-1], windows[:, 1:])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
+        loss_sum = torch.zeros((), device=device)
+        for m in range(accum):
+            windows = batch(step, m)
+            sync = not distributed or m == accum - 1
+            with contextlib.nullcontext() if sync else model.no_sync(), autocast():
+                _, loss = model(windows[:, :-1], windows[:, 1:])
+            (loss / accum).backward()
+            loss_sum += loss.detach()
+        torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip, foreach=True)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        step_losses[step] = loss.detach()
-
+        step_losses[step] = loss_sum / accum
         done = step + 1
-        if done % cfg.log_every and done != total_steps:
-            continue
-        recent = step_losses[last_logged:done].cpu()  # synchronises with the device
-        finite = torch.isfinite(recent)
-        if not bool(finite.all()):
-            bad = last_logged + int((~finite).nonzero()[0]) + 1
-            raise FloatingPointError(
-                f"{name}: non-finite training loss at step {bad}/{total_steps} "
-                f"(lr {lr_at(bad - 1, total_steps, cfg):.3g})"
-            )
-        now = time.perf_counter()
-        interval_tokens = (done - last_logged) * tokens_per_step
-        rate = interval_tokens / max(now - t_last, 1e-9)
-        row = {
-            "step": done,
-            "tokens": done * tokens_per_step,
-            "loss": float(recent.double().mean()),
-            "lr": lr,
-            "tokens_per_s": rate,
-            "elapsed_s": now - t_start,
-        }
-        metrics.append(row)
-        eta = (total_steps - done) * tokens_per_step / rate
-        log.info(
-            "%s step %d/%d | loss %.3f | lr %.1e | %.1fk tok/s | ETA %s",
-            name,
-            done,
-            total_steps,
-            row["loss"],
-            lr,
-            rate / 1e3,
-            _format_duration(eta),
-        )
-        if on_log is not None:
-            on_log(done, row)
-        last_logged, t_last = done, now
+
+        if done % cfg.log_every == 0 or done == total_steps:
+            recent = step_losses[last_logged:done].clone()
+            if distributed:
+                dist.all_reduce(recent)  # sum over ranks (gloo has no average)
+                recent /= world
+            recent = recent.cpu()  # synchronises with the device
+            finite = torch.isfinite(recent)
+            if not bool(finite.all()):
+                bad = last_logged + int((~finite).nonzero()[0]) + 1
+                raise FloatingPointError(
+                    f"{name}: non-finite training loss at step {bad}/{total_steps} "
+                    f"(lr {lr_at(bad - 1, total_steps, cfg):.3g})"
+                )
+            now = time.perf_counter()
+            rate = (done - timed_from) * tokens_per_step / max(now - t_last, 1e-9)
+            mfu = rate * flops["exact"] / (peak * world) if peak else None
+            row = {
+                "step": done,
+                "tokens": done * tokens_per_step,
+                "loss": float(recent.double().mean()),
+                "lr": lr,
+                "tokens_per_s": rate,
+                "mfu": mfu,
+                "elapsed_s": elapsed_before + now - t_start,
+            }
+            metrics.append(row)
+            if rank == 0:
+                eta = (total_steps - done) * tokens_per_step / rate
+                mfu_text = f" | MFU {100 * mfu:.1f}%" if mfu is not None else ""
+                log.info(
+                    "%s step %d/%d | loss %.3f | lr %.1e | %.1fk tok/s%s | ETA %s",
+                    name,
+                    done,
+                    total_steps,
+                    row["loss"],
+                    lr,
+                    rate / 1e3,
+                    mfu_text,
+                    _format_duration(eta),
+                )
+                if on_log is not None:
+                    on_log(done, row)
+            last_logged, timed_from, t_last = done, done, now
+
+        if rank == 0:
+            for fraction, at in frac_steps.items():
+                if at == done:
+                    save_checkpoint(
+                        checkpoints[checkpoint_name(fraction)]["path"],
+                        raw,
+                        extra={"summary": fraction_summary(fraction, done)},
+                    )
+            if cfg.resume_every and done % cfg.resume_every == 0 and done < total_steps:
+                save_resume(done, elapsed_before + time.perf_counter() - t_start)
 
     train_time = time.perf_counter() - t_start
-    model = model.cpu().eval()
-    counts = model.param_counts()
     d_seen = total_steps * tokens_per_step
+    steps_run = total_steps - start_step
+    rate = steps_run * tokens_per_step / max(train_time, 1e-9)
     summary = {
         "steps": total_steps,
         "D": d_seen,
         "train_loss": metrics[-1]["loss"],
         "train_time_s": train_time,
-        "tokens_per_s": d_seen / max(train_time, 1e-9),
+        "tokens_per_s": rate,
         "device": str(device),
+        "world_size": world,
+        "grad_accum_steps": accum,
+        "compiled": compiled,
+        "resumed_from_step": start_step,
         **counts,
         "C": 6.0 * counts["N"] * d_seen,
-        "flops_per_token": model.flops_per_token(),
+        "flops_per_token": flops,
+        "mfu": rate * flops["exact"] / (peak * world) if peak else None,
+        "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
+        "checkpoints": checkpoints,
     }
-    return model, summary, metrics
+    return raw.cpu().eval(), summary, metrics

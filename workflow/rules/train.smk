@@ -1,4 +1,8 @@
-# One training job per tokenizer × grid point.
+# One training job per tokenizer × grid point. The resume state (resume.pt and the staged
+# fraction checkpoints) lives in results/models/{tokenizer}/{model}/resume/, which is not a
+# declared output: Snakemake deletes the outputs of a failed job, and this directory must survive
+# so that a rerun continues where the killed job stopped. The job removes it once its outputs
+# are written.
 
 
 rule train_model:
@@ -9,6 +13,10 @@ rule train_model:
         checkpoint="results/models/{tokenizer}/{model}/model.pt",
         metrics="results/models/{tokenizer}/{model}/metrics.csv",
         summary="results/models/{tokenizer}/{model}/summary.json",
+        fractions=expand(
+            "results/models/{{tokenizer}}/{{model}}/checkpoints/{name}.pt",
+            name=checkpoint_names(),
+        ),
     log:
         "results/logs/train_model/{tokenizer}/{model}.log",
     benchmark:
@@ -17,13 +25,17 @@ rule train_model:
         "../../envs/torch.yaml"
     threads: config["train"]["threads"]
     resources:
-        gpu=0 if config["train"]["device"] == "cpu" else 1,
+        # More than one GPU (e.g. --set-resources train_model:gpu=8) trains with DDP.
+        gpu=0 if config["train"]["device"] == "cpu" else config["train"]["gpus"],
         attempt=job_attempt,
     params:
         shape=lambda w: MODELS[w.model],
-        context_length=config["models"]["context_length"],
-        train=config["train"],
+        models={
+            k: v for k, v in config["models"].items() if k not in ("grid", "ladder")
+        },
+        train={k: v for k, v in config["train"].items() if k != "compute"},
         seed=config["seed"],
+        state_dir=lambda w: f"results/models/{w.tokenizer}/{w.model}/resume",
         parent=PARENT_JSON,
     script:
         "../scripts/train_model.py"

@@ -1,63 +1,115 @@
-"""Rule train_model: train one grid point on the train tokens (lmscaling.train)."""
+"""Rule train_model: train one grid point on the train tokens (lmscaling.train).
+
+Resumable: the run's state lives in ``params.state_dir`` (not a declared output, so Snakemake
+keeps it when a job fails); a rerun continues from its last resume file. The fraction
+checkpoints are staged there and copied to their declared paths at the end, then the state
+directory is removed. With more than one GPU (``resources.gpu``) the training runs under
+torchrun (lmscaling.distributed).
+"""
 
 import csv
+import logging
+import shutil
 from dataclasses import asdict
+from pathlib import Path
 
 from lmscaling import tokenizer, tracking
-from lmscaling.config import token_budget
-from lmscaling.io import atomic_path, write_json
+from lmscaling.config import checkpoint_name, train_settings
+from lmscaling.io import atomic_path, read_json, write_json
 from lmscaling.jobs import configure_logging, guard
-from lmscaling.model import GPTConfig, count_parameters, save_checkpoint
-from lmscaling.train import TrainConfig, train
+from lmscaling.model import GPTConfig, count_parameters, flops_per_token, save_checkpoint
+from lmscaling.train import TrainConfig, clear_state, load_tokens, select_device, train
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 configure_logging(smk.log[0])
+log = logging.getLogger("lmscaling.train_model")
 with guard(smk.rule):
-    shape, opts = smk.params.shape, smk.params.train
+    shape, opts, models = smk.params.shape, smk.params.train, smk.params.models
     vocab_size = tokenizer.load_tokenizer(smk.input.tokenizer).get_vocab_size()
     model_cfg = GPTConfig(
         vocab_size=vocab_size,
-        context_length=smk.params.context_length,
+        context_length=models["context_length"],
         n_layer=shape.n_layer,
         d_model=shape.d_model,
         n_head=shape.n_head,
+        mlp_ratio=models["mlp_ratio"],
+        tie_embeddings=models["tie_embeddings"],
+        norm=models["norm"],
+        position=models["position"],
     )
     counts = count_parameters(model_cfg)
+    rules = train_settings(opts, counts["N"], shape.compute)
     train_cfg = TrainConfig(
-        tokens=token_budget(opts, counts["N"]),
-        batch_size=opts["batch_size"],
-        lr=opts["lr"],
+        tokens=rules["tokens"],
+        batch_size=rules["batch_size"],
+        micro_batch_size=opts["micro_batch_size"],
+        lr=rules["lr"],
         min_lr_ratio=opts["min_lr_ratio"],
+        schedule=opts["schedule"],
         warmup_fraction=opts["warmup_fraction"],
+        decay_fraction=opts["decay_fraction"],
         weight_decay=opts["weight_decay"],
+        beta1=opts["beta1"],
+        beta2=opts["beta2"],
         grad_clip=opts["grad_clip"],
         seed=smk.params.seed,
         log_every=opts["log_every"],
         threads=smk.threads,
         device=opts["device"],
+        compile=opts["compile"],
+        resume_every=opts["resume_every"],
+        checkpoint_fractions=tuple(opts["checkpoint_fractions"]),
     )
-    tokens, totals = tokenizer.read_token_shards(smk.input.tokens)
+    state_dir = Path(smk.params.state_dir)
+    token_files = [(p, read_json(Path(p).with_suffix(".json"))["dtype"]) for p in smk.input.tokens]
+    shards = [s for path, dtype in token_files for s in load_tokens([path], dtype)]
+    available = sum(len(s) for s in shards)
+    gpus = int(getattr(smk.resources, "gpu", 0) or 0)
+    nproc = gpus if gpus > 1 and select_device(opts["device"]).type == "cuda" else 1
+
     w = smk.wildcards
     tags = tracking.job_tags(smk.rule, dict(w), smk.resources.attempt, smk.config)
     params = {"model": asdict(model_cfg), "train": asdict(train_cfg), **counts}
-    params["model_id"], params["tokenizer"] = w.model, w.tokenizer
+    params.update(model_id=w.model, tokenizer=w.tokenizer, world_size=nproc)
+    params["flops_per_token"] = flops_per_token(model_cfg)
+    log.info("%s: %s, FLOP/token %s", w.model, counts, params["flops_per_token"])
     with tracking.child_run(
         smk.params.parent, f"train/{w.tokenizer}/{w.model}", tags, params
     ) as run:
-        model, summary, rows = train(
-            model_cfg,
-            train_cfg,
-            tokens,
-            on_log=lambda step, row: run.log_metrics(row, step=step),
-            name=w.model,
-        )
+        if nproc > 1:
+            from lmscaling.distributed import FINAL_FILE, launch, write_spec
+            from lmscaling.model import load_checkpoint
+
+            spec = state_dir / "job.json"
+            write_spec(spec, asdict(model_cfg), asdict(train_cfg), token_files, state_dir, w.model)
+            launch(nproc, spec)
+            model, extra = load_checkpoint(state_dir / FINAL_FILE)
+            summary, rows = extra["summary"], extra["metrics"]
+            run.log_metric_history(rows)
+        else:
+            model, summary, rows = train(
+                model_cfg,
+                train_cfg,
+                shards,
+                on_log=lambda step, row: run.log_metrics(
+                    {k: v for k, v in row.items() if v is not None}, step=step
+                ),
+                name=w.model,
+                state_dir=state_dir,
+            )
+        for fraction, out in zip(opts["checkpoint_fractions"], smk.output.fractions, strict=True):
+            staged = summary["checkpoints"][checkpoint_name(fraction)]
+            with atomic_path(out) as tmp:  # a copy: the staged file stays until clear_state
+                shutil.copyfile(staged["path"], tmp)
+            staged["path"] = out
         summary.update(
             model_id=w.model,
             tokenizer=w.tokenizer,
             model=asdict(model_cfg),
             train=asdict(train_cfg),
-            train_tokens_available=totals["tokens"],
-            epochs=summary["D"] / totals["tokens"],
+            compute_budget=shape.compute,
+            train_tokens_available=available,
+            epochs=summary["D"] / available,
         )
         save_checkpoint(smk.output.checkpoint, model, extra={"summary": summary})
         with atomic_path(smk.output.metrics) as tmp, open(tmp, "w", newline="") as fh:
@@ -65,8 +117,14 @@ with guard(smk.rule):
             writer.writeheader()
             writer.writerows(rows)
         write_json(smk.output.summary, summary)
+        clear_state(state_dir)  # outputs complete: the resume file is no longer needed
         run.log_metrics(
-            {k: summary[k] for k in ("N", "N_total", "N_embedding", "D", "C", "train_loss")}
+            {
+                k: summary[k]
+                for k in ("N", "N_total", "N_embedding", "N_total_untied", "D", "C", "train_loss")
+            }
         )
         run.log_artifact(smk.output.summary)
         run.log_artifact(smk.output.metrics)
+        run.log_dataset(smk.input.tokens, name=f"{w.tokenizer}/train")  # content digest
+        run.log_model(smk.output.checkpoint)  # only when config mlflow.log_models is true

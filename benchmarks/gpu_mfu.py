@@ -1,0 +1,99 @@
+"""Training MFU at the largest size of the GPU preset: tokens/s, MFU and peak memory.
+
+Runs ``lmscaling.train.train`` (bf16 autocast, TF32, fused AdamW, ``torch.compile`` unless
+``--no-compile``) for ``--steps`` optimizer steps of the largest model of
+``config/presets/gpu.yaml`` (L20-D1280, context 1024, vocabulary 32768) on random tokens, and
+prints the steady-state training tokens/s (the first ``--warmup`` steps, which include
+compilation, are not timed), the MFU = tokens/s x FLOP per token / device peak (FLOP per token:
+``GPT.flops_per_token()["exact"]`` = 6N + attention + LM head, Kaplan et al. 2020; peak: dense
+bf16 from ``lmscaling.train.PEAK_BF16_FLOPS``) and the peak GPU memory. Goal on a Hopper GPU
+(H100/H200): MFU >= 45%.
+
+``--tiny`` runs a small model on whatever device is there (e.g. a CPU, where MFU is not
+defined) to check that the script works.
+
+Usage: python benchmarks/gpu_mfu.py [--steps 300] [--warmup 50] [--micro-batch 16] [--tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from lmscaling.config import model_grid
+from lmscaling.model import GPTConfig, count_parameters
+from lmscaling.train import TrainConfig, device_peak_flops, select_device, train
+
+PRESET = Path(__file__).resolve().parents[1] / "config" / "presets" / "gpu.yaml"
+
+
+def largest_preset_model() -> GPTConfig:
+    """The largest grid point of the GPU preset (by non-embedding parameters)."""
+    config = yaml.safe_load(PRESET.read_text())
+    vocab = next(iter(config["tokenizers"].values()))["vocab_size"]
+    context = config["models"]["context_length"]
+    shapes = [GPTConfig(vocab, context, s.n_layer, s.d_model, s.n_head) for s in model_grid(config)]
+    return max(shapes, key=lambda c: count_parameters(c)["N"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300, help="optimizer steps (all)")
+    parser.add_argument("--warmup", type=int, default=50, help="untimed first steps")
+    parser.add_argument("--micro-batch", type=int, default=16, help="sequences per step")
+    parser.add_argument("--no-compile", action="store_true", help="eager mode")
+    parser.add_argument("--tiny", action="store_true", help="small model, any device")
+    args = parser.parse_args()
+    if args.warmup < 1 or args.steps <= args.warmup or args.steps % args.warmup:
+        parser.error("--steps must be a multiple of --warmup, and larger")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    if args.tiny:
+        model_cfg = GPTConfig(vocab_size=512, context_length=64, n_layer=2, d_model=64, n_head=2)
+    else:
+        model_cfg = largest_preset_model()
+    device = select_device("auto")
+    batch = args.micro_batch
+    cfg = TrainConfig(
+        tokens=args.steps * batch * model_cfg.context_length,
+        batch_size=batch,
+        lr=3e-4,
+        warmup_fraction=0.1,
+        log_every=args.warmup,
+        device=str(device),
+        compile=not args.no_compile,
+    )
+    tokens = np.random.default_rng(0).integers(0, model_cfg.vocab_size, 10_000_000)
+    tokens = tokens.astype(np.uint16 if model_cfg.vocab_size <= 2**16 else np.uint32)
+    _, summary, metrics = train(model_cfg, cfg, tokens, name="mfu")
+
+    first, last = metrics[0], metrics[-1]  # first row: end of the untimed steps
+    rate = (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"])
+    flops = summary["flops_per_token"]["exact"]
+    peak = device_peak_flops(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(
+        f"model L{model_cfg.n_layer}-D{model_cfg.d_model}: N {summary['N']:,} "
+        f"(total {summary['N_total']:,}), context {model_cfg.context_length}, "
+        f"batch {batch} x {model_cfg.context_length} tokens"
+    )
+    print(f"device {name}, torch {torch.__version__}, compiled {summary['compiled']}")
+    print(f"tokens/s      {rate:,.0f}")
+    print(f"FLOP/token    {flops:,.0f} (6N = {summary['flops_per_token']['6N']:,.0f})")
+    print(f"achieved      {rate * flops / 1e12:,.1f} TFLOP/s")
+    if peak:
+        print(f"MFU           {100 * rate * flops / peak:.1f}% of {peak / 1e12:,.0f} TFLOP/s")
+    else:
+        print("MFU           n/a (no known peak for this device)")
+    if summary["peak_memory_gb"] is not None:
+        print(f"peak memory   {summary['peak_memory_gb']:.1f} GiB")
+    print(f"final loss    {summary['train_loss']:.3f} nats/token (random tokens: ~ln V)")
+
+
+if __name__ == "__main__":
+    main()
