@@ -1,11 +1,12 @@
-# Held-out loss, perplexity and bits-per-byte per model, then one tidy table of all points.
+# Held-out loss, perplexity and bits-per-byte of every checkpoint of a model on every evaluation
+# set ("<corpus>/val" per training corpus, "<corpus>/all" per held-out corpus), then one tidy
+# table of all points.
 
 
 rule evaluate:
     input:
-        checkpoint="results/models/{tokenizer}/{model}/model.pt",
-        summary="results/models/{tokenizer}/{model}/summary.json",
-        tokens=lambda w: token_shards(w.tokenizer, "val"),
+        checkpoints=model_checkpoint_files,
+        tokens=eval_token_shards,
     output:
         "results/eval/{tokenizer}/{model}.json",
     log:
@@ -16,9 +17,12 @@ rule evaluate:
         "../../envs/torch.yaml"
     threads: config["train"]["threads"]
     resources:
+        gpu=0 if config["train"]["device"] == "cpu" else 1,
         attempt=job_attempt,
     params:
-        batch_size=config["eval"]["batch_size"],
+        checkpoints=lambda w: model_checkpoints(w.tokenizer, w.model),
+        sets=lambda w: eval_set_shards(w.tokenizer),
+        eval=config["eval"],
         device=config["train"]["device"],
         parent=PARENT_JSON,
     script:

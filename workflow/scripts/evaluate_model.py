@@ -1,43 +1,48 @@
-"""Rule evaluate: held-out loss, perplexity and bits-per-byte of one model (lmscaling.evaluate)."""
+"""Rule evaluate: every checkpoint of one model on every evaluation set (lmscaling.evaluate)."""
 
 import torch
 
-from lmscaling import tokenizer, tracking
-from lmscaling.evaluate import evaluate
-from lmscaling.io import read_json, write_json
+from lmscaling import tracking
+from lmscaling.evaluate import evaluate_points
+from lmscaling.io import write_json
 from lmscaling.jobs import configure_logging, guard
-from lmscaling.model import load_checkpoint
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 configure_logging(smk.log[0])
 with guard(smk.rule):
     torch.set_num_threads(smk.threads)
-    model, _ = load_checkpoint(smk.input.checkpoint)
-    summary = read_json(smk.input.summary)
-    tokens, totals = tokenizer.read_token_shards(smk.input.tokens)
-    scores = evaluate(
-        model,
-        tokens,
-        n_bytes=totals["bytes"],
-        eot_id=totals["eot_id"],
-        batch_size=smk.params.batch_size,
-        device=smk.params.device,
-    )
-    w = smk.wildcards
-    result = {
-        "model": w.model,
-        "tokenizer": w.tokenizer,
-        "eval_set": "val",
-        "eval_docs": totals["docs"],
-        **{k: summary[k] for k in ("N", "N_total", "N_embedding", "D", "C", "train_loss")},
-        "n_layer": summary["model"]["n_layer"],
-        "d_model": summary["model"]["d_model"],
-        "n_head": summary["model"]["n_head"],
-        **scores,
-    }
-    write_json(smk.output[0], result)
+    w, opts = smk.wildcards, smk.params.eval
     tags = tracking.job_tags(smk.rule, dict(w), smk.resources.attempt, smk.config)
-    with tracking.child_run(smk.params.parent, f"evaluate/{w.tokenizer}/{w.model}", tags) as run:
-        run.log_params({"model_id": w.model, "tokenizer": w.tokenizer, "eval_set": "val"})
-        run.log_metrics({k: v for k, v in result.items() if isinstance(v, (int, float))})
+    params = {
+        "model_id": w.model,
+        "tokenizer": w.tokenizer,
+        "eval": opts,
+        "eval_sets": list(smk.params.sets),
+        "checkpoints": list(smk.params.checkpoints),
+    }
+    name = f"evaluate/{w.tokenizer}/{w.model}"
+    with tracking.child_run(smk.params.parent, name, tags, params) as run:
+
+        def log_point(point):
+            """Loss, perplexity and bpb per set against tokens seen (MLflow step = D)."""
+            keys = ("loss", "perplexity", "bpb")
+            run.log_metrics({f"{point['eval_set']}.{k}": point[k] for k in keys}, step=point["D"])
+
+        result = evaluate_points(
+            w.tokenizer,
+            w.model,
+            smk.params.checkpoints,
+            smk.params.sets,
+            batch_size=opts["batch_size"],
+            context_length=opts.get("context_length"),
+            stride=opts.get("stride"),
+            bos=opts.get("bos", "eot"),
+            device=smk.params.device,
+            on_point=log_point,
+        )
+        write_json(smk.output[0], result)
+        final = next(p for p in result["points"] if p["final"])
+        run.log_metrics({k: final[k] for k in ("N", "N_total", "N_embedding", "D", "C")})
+        for set_name, counts in result["eval_sets"].items():
+            run.log_metrics({f"{set_name}.{k}": v for k, v in counts.items()})
         run.log_artifact(smk.output[0])
