@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -66,8 +67,11 @@ def _points(n=5):
 
 
 def test_fit_scaling_laws_groups_and_skips_constant_axis(tmp_path):
-    result = fit_scaling_laws(_points())
+    from lmscaling.fit import FitSettings
+
+    result = fit_scaling_laws(_points(), settings=FitSettings(bootstrap=20, holdout=0))
     (group,) = result["groups"]
+    assert group["extrapolation"] == []
     assert set(group["fits"]) == {"N", "C"}  # D is constant: skipped, with a warning
     assert any("D takes a single value" in w for w in group["warnings"])
     assert group["fits"]["N"]["b"] == pytest.approx(-0.12, rel=1e-9)
@@ -80,3 +84,138 @@ def test_fit_scaling_laws_groups_and_skips_constant_axis(tmp_path):
         fit_scaling_laws([{"tokenizer": "t", "eval_set": "v", "loss": 1.0}])
     with pytest.raises(FitError, match="no evaluation points"):
         fit_scaling_laws([])
+
+
+# ---- OLS: robust variant, bands, bootstrap, serialization -----------------------------------
+
+
+def test_robust_fit_resists_an_outlier_and_band_matches_statsmodels():
+    x = np.geomspace(1e4, 1e7, 10)
+    y = 6.0 * x**-0.1
+    y[-1] *= 1.3  # one bad point, at the end where it tilts the OLS line most
+    ols = PowerLawFit("N").fit(x, y)
+    rob = PowerLawFit("N", robust=True).fit(x, y)
+    assert abs(rob.b + 0.1) < 0.002 and abs(ols.b + 0.1) > 0.01
+    assert rob.to_dict()["method"].startswith("robust") and rob.to_dict()["r2"] is None
+    # the covariance band equals statsmodels' get_prediction band
+    import statsmodels.api as sm
+
+    grid = np.geomspace(1e3, 1e8, 7)
+    exog = sm.add_constant(np.log(grid))
+    ref = ols._result.get_prediction(exog).conf_int(alpha=0.05)
+    lo, hi = ols.band(grid)
+    np.testing.assert_allclose(lo, np.exp(ref[:, 0]), rtol=1e-10)
+    np.testing.assert_allclose(hi, np.exp(ref[:, 1]), rtol=1e-10)
+    plo, phi = ols.band(grid, kind="prediction")
+    assert np.all(plo < lo) and np.all(phi > hi)
+    obs = ols._result.get_prediction(exog).summary_frame(alpha=0.05)
+    np.testing.assert_allclose(plo, np.exp(obs["obs_ci_lower"]), rtol=1e-10)
+
+
+def test_ols_bootstrap_and_round_trip():
+    rng = np.random.default_rng(1)
+    x = np.geomspace(1e3, 1e7, 20)
+    y = 8.0 * x**-0.08 * np.exp(rng.normal(0, 0.01, x.size))
+    law = PowerLawFit("C").fit(x, y).bootstrap(500, seed=0)
+    lo, hi = law.boot_ci["b"]
+    assert lo < -0.08 < hi and hi - lo < 0.02
+    assert law.boot_ci["alpha"] == pytest.approx([-hi, -lo])
+    # bootstrap and t intervals agree roughly for well-behaved data
+    assert lo == pytest.approx(law.b_ci[0], abs=0.004)
+    back = PowerLawFit.from_dict(law.to_dict())
+    np.testing.assert_allclose(back.predict(x), law.predict(x), rtol=1e-12)
+    np.testing.assert_allclose(back.band(x)[0], law.band(x)[0], rtol=1e-12)
+    # two points: every resample with a single x fails and is counted
+    two = PowerLawFit("N").fit([1e4, 1e5], [3.0, 2.5]).bootstrap(200, seed=0)
+    assert 60 < two.n_resamples_failed < 140  # P(failure) = 1/2
+    with pytest.raises(FitError, match="degrees of freedom"):
+        two.band([1e4])
+
+
+# ---- fit_scaling_laws: selection, skips, extrapolation, outputs -------------------------------
+
+
+def _ladder(n_models=5, with_checkpoints=True):
+    rows = _points(n_models)
+    for r in rows:
+        r.update(final=True, checkpoint="final")
+    if with_checkpoints:
+        # intermediate checkpoints: other D, worse loss; they must not be fitted
+        rows += [
+            dict(r, final=False, checkpoint="frac-0.5", D=5e5, loss=r["loss"] + 1) for r in rows
+        ]
+    return rows
+
+
+def test_only_final_rows_are_fitted_and_demo_skips_chinchilla_isoflop(tmp_path):
+    from lmscaling.fit import FitSettings, plot_isoflop, plot_residuals, summary_metrics
+
+    result = fit_scaling_laws(_ladder(), settings=FitSettings(bootstrap=50, holdout=1))
+    (group,) = result["groups"]
+    assert group["n_points"] == 5 and len(result["points"]) == 5
+    assert group["fits"]["N"]["b"] == pytest.approx(-0.12, rel=1e-9)
+    assert (
+        "skipped" in group["chinchilla"]
+        and "D takes a single value" in group["chinchilla"]["skipped"]
+    )
+    assert "skipped" in group["isoflop"]
+    assert any("Chinchilla L(N, D) not fitted" in w for w in group["warnings"])
+    # exact power law: the refit without the largest N predicts it exactly
+    (rec,) = [r for r in group["extrapolation"] if r["key"] == "L_N"]
+    (held,) = rec["held_out"]
+    assert held["model"] == "m4" and rec["n_fit"] == 4
+    assert held["actual"] == pytest.approx(6.0 * 3e5**-0.12)
+    assert held["predicted"] == pytest.approx(held["actual"], rel=1e-9)
+    assert abs(held["rel_error"]) < 1e-9
+    assert held["predicted_ci"][0] <= held["predicted"] <= held["predicted_ci"][1]
+    # the saturating law is fitted too, with its bootstrap intervals
+    sat = group["saturating"]["N"]
+    assert set(sat["intervals"]) == {"E", "A", "alpha"}
+    assert sat["bootstrap"]["n_resamples"] == 50
+    metrics = summary_metrics(result)
+    assert metrics["bpe.val.L_N.b"] == pytest.approx(-0.12, rel=1e-9)
+    assert metrics["bpe.val.extrapolation.L_N.abs_rel_error"] < 1e-9
+    plot_residuals(result, tmp_path / "r.png", tmp_path / "r.svg")
+    plot_isoflop(result, tmp_path / "i.png", tmp_path / "i.svg")
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    assert "D takes a single value" in (tmp_path / "i.svg").read_text()
+    json.dumps(result, allow_nan=False)  # strict JSON
+
+
+def test_fewer_points_than_parameters_is_reported():
+    from lmscaling.fit import FitSettings
+
+    result = fit_scaling_laws(_ladder(2, False), settings=FitSettings(bootstrap=0))
+    (group,) = result["groups"]
+    assert "fewer points (2) than parameters (3)" in group["saturating"]["N"]["skipped"]
+    assert any("fewer points" in w for w in group["warnings"])
+    assert group["extrapolation"] == []  # one point left: nothing to refit
+    assert any("L(N) extrapolation check skipped" in w for w in group["warnings"])
+
+
+def test_select_points_errors():
+    from lmscaling.fit import select_points
+
+    with pytest.raises(FitError, match="points.csv: evaluation point 0 lacks"):
+        select_points([{"tokenizer": "t", "eval_set": "v", "loss": 1.0}], "points.csv")
+    with pytest.raises(FitError, match=r"points: evaluation point 2 has loss = nan"):
+        select_points(
+            [dict(p, loss=math.nan if i == 2 else p["loss"]) for i, p in enumerate(_points())]
+        )
+    with pytest.raises(FitError, match="no row has final"):
+        select_points([dict(p, final=False) for p in _points()])
+
+
+def test_read_points_maps_columns_and_derives_d(tmp_path):
+    from lmscaling.fit import read_points
+
+    path = tmp_path / "t.csv"
+    path.write_text("Model Size,Training FLOP,loss\n1e6,6e12,3.0\n2e6,2.4e13,2.8\n")
+    rows = read_points(path, {"N": "Model Size", "C": "Training FLOP"})
+    assert rows[1]["D"] == pytest.approx(2e6) and rows[0]["tokenizer"] == "-"
+    with pytest.raises(FitError, match="no column"):
+        read_points(path, {"N": "params"})
+    with pytest.raises(FitError, match=r"t.csv: needs columns loss, N"):
+        read_points(path)
+    with pytest.raises(FitError, match="unknown table format"):
+        read_points(tmp_path / "t.txt")

@@ -7,7 +7,14 @@ The fit of record is the log-log ordinary least squares of Kaplan et al. 2020 (e
 for X in {N (non-embedding parameters), D (training tokens), C (training FLOP, 6·N·D)}, with the
 exponent b < 0 when loss falls with scale. Kaplan write L = (X_c / X)^α_X, i.e. α_X = −b and
 X_c = a^(1/α_X). statsmodels gives the t-based confidence intervals of ln a and b, R² in log space,
-and the confidence band of the mean prediction.
+and the confidence band of the mean prediction. A robust variant (``robust=True``) fits the same
+line by Huber M-estimation (statsmodels RLM), so one bad point cannot tilt the exponent.
+
+:func:`fit_scaling_laws` runs every analysis on a table of evaluation points, per (tokenizer,
+eval set): the OLS and robust power laws per axis, the saturating law ``L = E + A·X^(−α)``
+(:mod:`lmscaling.chinchilla`), the Chinchilla law ``L(N, D)`` with its compute-optimal
+allocation, the IsoFLOP analysis (:mod:`lmscaling.isoflop`), bootstrap intervals and an
+extrapolation check (refit without the largest scale(s), predict them).
 """
 
 from __future__ import annotations
@@ -19,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from lmscaling.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,7 @@ class PowerLawFit:
 
     x_name: str
     confidence: float = 0.95
+    robust: bool = False
     a: float = math.nan
     b: float = math.nan
     a_ci: tuple[float, float] = (math.nan, math.nan)
@@ -56,7 +62,13 @@ class PowerLawFit:
     n: int = 0
     residuals: list[float] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    cov: list[list[float]] = field(default_factory=list)
+    df_resid: float = math.nan
+    boot_ci: dict = field(default_factory=dict)
+    n_resamples: int = 0
+    n_resamples_failed: int = 0
     _result: object = field(default=None, repr=False)
+    _data: tuple | None = field(default=None, repr=False)
 
     def fit(self, x: Sequence[float], loss: Sequence[float]) -> PowerLawFit:
         """Fit the law; returns ``self``.
@@ -82,14 +94,27 @@ class PowerLawFit:
         if len(np.unique(x_arr)) < 2:
             raise FitError(f"L({self.x_name}): every point has the same {self.x_name}")
         exog = sm.add_constant(np.log(x_arr))
-        result = sm.OLS(np.log(y_arr), exog).fit()
+        if self.robust:
+            if self.n < 3:
+                raise FitError(f"L({self.x_name}) robust: need at least 3 points, got {self.n}")
+            result = sm.RLM(np.log(y_arr), exog, M=sm.robust.norms.HuberT()).fit()
+        else:
+            result = sm.OLS(np.log(y_arr), exog).fit()
         self._result = result
-        (ln_a, b) = result.params
-        ci = result.conf_int(alpha=1 - self.confidence)
-        self.a, self.b = float(math.exp(ln_a)), float(b)
-        self.a_ci = (float(math.exp(ci[0][0])), float(math.exp(ci[0][1])))
-        self.b_ci = (float(ci[1][0]), float(ci[1][1]))
-        self.r2 = float(result.rsquared) if self.n > 2 else 1.0
+        self._data = (x_arr, y_arr)
+        # two points leave no residual degrees of freedom: intervals are NaN, not an error
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.cov = np.asarray(result.cov_params()).tolist()
+            self.df_resid = float(result.df_resid)
+            (ln_a, b) = result.params
+            ci = result.conf_int(alpha=1 - self.confidence)
+            self.a, self.b = float(math.exp(ln_a)), float(b)
+            self.a_ci = (float(math.exp(ci[0][0])), float(math.exp(ci[0][1])))
+            self.b_ci = (float(ci[1][0]), float(ci[1][1]))
+            if self.robust:
+                self.r2 = math.nan
+            else:
+                self.r2 = float(result.rsquared) if self.n > 2 else 1.0
         self.residuals = [float(r) for r in result.resid]
         if self.n < 3:
             self.warnings.append(
@@ -108,19 +133,69 @@ class PowerLawFit:
         """Loss in nats/token at ``x``: ``a · x^b``; shape of ``x``."""
         return self.a * np.power(np.asarray(x, dtype=float), self.b)
 
-    def band(self, x: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-        """Lower and upper ``confidence``-level band of the mean prediction at ``x`` (nats/token).
+    def band(self, x: Sequence[float], kind: str = "confidence") -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper ``confidence``-level band at ``x`` (nats/token).
 
-        Computed in log space from the OLS covariance (statsmodels ``get_prediction``) and
-        exponentiated, so the band is asymmetric in linear units.
+        ``kind="confidence"``: band of the mean prediction; ``"prediction"``: also covers the
+        scatter of a new point (OLS only). Computed in log space from the parameter covariance
+        (t quantiles with the residual degrees of freedom for OLS, normal for the robust fit)
+        and exponentiated, so the band is asymmetric in linear units. Works on a fit rebuilt
+        by :meth:`from_dict` too.
+
+        Raises:
+            FitError: not fitted, no degrees of freedom left, or ``kind`` unknown.
         """
-        import statsmodels.api as sm
+        from scipy import stats
 
-        if self._result is None:
+        if not self.cov:
             raise FitError(f"L({self.x_name}): call fit() first")
-        exog = sm.add_constant(np.log(np.asarray(x, dtype=float)), has_constant="add")
-        frame = self._result.get_prediction(exog).conf_int(alpha=1 - self.confidence)
-        return np.exp(frame[:, 0]), np.exp(frame[:, 1])
+        if kind not in ("confidence", "prediction"):
+            raise FitError(f"kind must be 'confidence' or 'prediction', got {kind!r}")
+        if not self.df_resid > 0:
+            raise FitError(f"L({self.x_name}): no degrees of freedom left for a band")
+        ln_x = np.log(np.asarray(x, dtype=float))
+        cov = np.asarray(self.cov)
+        var = cov[0, 0] + 2 * cov[0, 1] * ln_x + cov[1, 1] * ln_x**2
+        if kind == "prediction":
+            if self.robust:
+                raise FitError("prediction bands are given for the OLS fit only")
+            resid = np.asarray(self.residuals)
+            var = var + float(resid @ resid) / self.df_resid
+        q = 0.5 + self.confidence / 2
+        crit = stats.norm.ppf(q) if self.robust else stats.t.ppf(q, self.df_resid)
+        mid = math.log(self.a) + self.b * ln_x
+        half = crit * np.sqrt(var)
+        return np.exp(mid - half), np.exp(mid + half)
+
+    def bootstrap(self, n_resamples: int = 1000, seed: int = 0) -> PowerLawFit:
+        """Percentile intervals of ``a``, ``b`` and ``alpha`` from refits on resampled points.
+
+        Resamples (with replacement) whose points all share one x cannot be fitted; they are
+        counted in ``n_resamples_failed``. The refits are ordinary least squares on log-log,
+        computed in closed form for all resamples at once (the robust fit is not
+        bootstrapped). Sets ``boot_ci``; returns ``self``.
+        """
+        if self._data is None:
+            raise FitError(f"L({self.x_name}): call fit() first")
+        if n_resamples < 1:
+            return self
+        lx, ly = (np.log(v) for v in self._data)
+        rng = np.random.default_rng(seed)
+        w = rng.multinomial(self.n, np.full(self.n, 1 / self.n), size=n_resamples) / self.n
+        mx, my = w @ lx, w @ ly
+        sxx = w @ lx**2 - mx**2
+        sxy = w @ (lx * ly) - mx * my
+        ok = sxx > 1e-12 * max(1.0, float(np.abs(lx).max()) ** 2)
+        b = sxy[ok] / sxx[ok]
+        a = np.exp(my[ok] - b * mx[ok])
+        self.n_resamples, self.n_resamples_failed = n_resamples, int((~ok).sum())
+        q = [50 * (1 - self.confidence), 50 * (1 + self.confidence)]
+        if ok.any():
+            self.boot_ci = {
+                name: [float(v) for v in np.percentile(vals, q)]
+                for name, vals in (("a", a), ("b", b), ("alpha", -b))
+            }
+        return self
 
     def to_dict(self) -> dict:
         """JSON-ready parameters and diagnostics, with Kaplan's α = −b and X_c = a^(1/α)."""
@@ -129,6 +204,7 @@ class PowerLawFit:
         return {
             "x": self.x_name,
             "form": f"L = a * {self.x_name}^b",
+            "method": "robust (Huber RLM) on ln L" if self.robust else "OLS on ln L",
             "a": self.a,
             "b": self.b,
             "a_ci": list(self.a_ci),
@@ -136,131 +212,449 @@ class PowerLawFit:
             "alpha": alpha,
             "x_c": x_c if x_c is not None and math.isfinite(x_c) else None,
             "confidence": self.confidence,
-            "r2": self.r2,
+            "r2": None if self.robust else self.r2,
             "n": self.n,
             "residuals": self.residuals,
+            "cov_log": self.cov,
+            "df_resid": self.df_resid,
+            "bootstrap": {
+                "n_resamples": self.n_resamples,
+                "n_failed": self.n_resamples_failed,
+                "intervals": self.boot_ci,
+            },
             "warnings": self.warnings,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict) -> PowerLawFit:
+        """Rebuild a fitted law (for :meth:`predict` and :meth:`band`) from :meth:`to_dict`."""
+        law = cls(d["x"], confidence=d.get("confidence", 0.95))
+        law.robust = str(d.get("method", "")).startswith("robust")
+        law.a, law.b, law.n = d["a"], d["b"], d.get("n", 0)
+        law.cov = d.get("cov_log") or []
+        law.df_resid = d.get("df_resid") if d.get("df_resid") is not None else math.nan
+        law.residuals = list(d.get("residuals", []))
+        return law
+
 
 def _clean(obj):
-    """Replace NaN/inf by None so the result is strict JSON."""
+    """Replace NaN/inf by None and numpy scalars by Python ones, so the result is strict JSON."""
+    if isinstance(obj, np.generic):
+        obj = obj.item()
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
     return obj
 
 
-def fit_scaling_laws(
-    points: list[dict], confidence: float = 0.95, axes: Sequence[str] = ("N", "D", "C")
-) -> dict:
-    """Fit ``L = a·X^b`` per tokenizer and evaluation set for each axis that varies.
+@dataclass
+class FitSettings:
+    """Options of :func:`fit_scaling_laws` (the ``fit:`` section of the config).
 
-    Args:
-        points: rows of the evaluation table, each with ``tokenizer``, ``eval_set``, ``model``,
-            ``loss`` (nats/token) and the axes ``N``, ``D``, ``C``.
-        confidence: level of the parameter intervals and bands.
-        axes: which of ``N``, ``D``, ``C`` to fit; an axis with a single distinct value in a
-            group is skipped with a warning (e.g. ``D`` when every model saw the same tokens).
+    ``confidence``: level of every interval and band. ``axes``: which of N, D, C get the
+    single-axis laws. ``bootstrap``: resamples per fit (0 = none). ``holdout``: how many of the
+    largest scales the extrapolation check leaves out (0 = no check). ``budgets``: FLOP budgets
+    for the compute-optimal allocation (None = the decade above the largest C and the next two).
+    ``seed``: seed of the resampling. ``isoflop_tolerance``: relative spread of C within one
+    IsoFLOP budget.
+    """
 
-    Returns:
-        ``{"confidence", "groups": [{"tokenizer", "eval_set", "n_points", "fits": {axis: ...},
-        "warnings"}], "points": points}`` (strict JSON: no NaN).
+    confidence: float = 0.95
+    axes: Sequence[str] = ("N", "D", "C")
+    bootstrap: int = 1000
+    holdout: int = 1
+    budgets: Sequence[float] | None = None
+    seed: int = 0
+    isoflop_tolerance: float = 0.25
+
+    @classmethod
+    def from_config(cls, fit_config: dict, seed: int = 0) -> FitSettings:
+        """Settings from the config's ``fit:`` mapping (absent keys take the defaults)."""
+        keys = ("confidence", "axes", "bootstrap", "holdout", "budgets", "isoflop_tolerance")
+        return cls(seed=seed, **{k: fit_config[k] for k in keys if k in fit_config})
+
+
+NEEDED = ("tokenizer", "eval_set", "loss", "N", "D", "C")
+
+
+def select_points(points: list[dict], source: str = "points") -> list[dict]:
+    """The rows to fit: those with ``final`` true (all rows when there is no ``final`` column).
 
     Raises:
-        FitError: when ``points`` is empty or a row lacks a needed column.
+        FitError: no rows, a row lacking one of tokenizer, eval_set, loss, N, D, C, or one of
+            loss, N, D, C not a finite positive number (the row is named by its index in
+            ``source``).
     """
     if not points:
-        raise FitError("no evaluation points to fit")
-    needed = {"tokenizer", "eval_set", "loss", *axes}
+        raise FitError(f"{source}: no evaluation points to fit")
     for i, row in enumerate(points):
-        missing = needed - set(row)
+        missing = [k for k in NEEDED if row.get(k) is None]
         if missing:
-            raise FitError(f"evaluation point {i} lacks column(s) {sorted(missing)}")
+            raise FitError(f"{source}: evaluation point {i} lacks column(s) {missing}")
+        for key in ("loss", "N", "D", "C"):
+            value = row[key]
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise FitError(
+                    f"{source}: evaluation point {i} has {key} = {value!r}; "
+                    "need a finite positive number"
+                )
+    rows = [p for p in points if p.get("final", True) in (True, 1, "true", "True")]
+    if not rows:
+        raise FitError(f"{source}: no row has final == true")
+    return rows
+
+
+def _span_warning(name: str, values: np.ndarray) -> list[str]:
+    span = math.log10(values.max() / values.min())
+    return [f"{name}: points span only {span:.2f} decades"] if span < 1.0 else []
+
+
+def _default_budgets(c_max: float) -> list[float]:
+    top = 10.0 ** math.ceil(math.log10(c_max))
+    return [top, 10 * top, 100 * top]
+
+
+def _holdout_mask(scale: np.ndarray, k: int) -> np.ndarray:
+    """True for the points whose ``scale`` is among the ``k`` largest distinct values."""
+    distinct = np.unique(scale)
+    if k < 1 or distinct.size <= k:
+        return np.zeros(scale.shape, dtype=bool)
+    return scale >= distinct[-k]
+
+
+def _heldout_rows(rows: list[dict], mask: np.ndarray, predicted, lo=None, hi=None) -> list[dict]:
+    out = []
+    for i in np.flatnonzero(mask):
+        row = {k: rows[i].get(k) for k in ("model", "checkpoint", "N", "D", "C")}
+        pred = float(np.asarray(predicted)[i])
+        row.update(actual=rows[i]["loss"], predicted=pred)
+        row["rel_error"] = (pred - rows[i]["loss"]) / rows[i]["loss"]
+        if lo is not None:
+            row["predicted_ci"] = [float(lo[i]), float(hi[i])]
+        out.append(row)
+    return out
+
+
+def _extrapolation_record(key, name, scale_name, mask, held, n_fit) -> dict:
+    errors = [abs(h["rel_error"]) for h in held]
+    return {
+        "key": key,
+        "fit": name,
+        "scale": scale_name,
+        "n_fit": n_fit,
+        "n_held_out": int(mask.sum()),
+        "held_out": held,
+        "mean_abs_rel_error": float(np.mean(errors)) if errors else None,
+    }
+
+
+def _fit_group(rows: list[dict], settings: FitSettings, label: str) -> dict:
+    """Every analysis on one (tokenizer, eval set) group of points."""
+    from lmscaling.chinchilla import ChinchillaFit, SaturatingPowerLawFit
+    from lmscaling.isoflop import IsoFLOPError, IsoFLOPFit
+
+    conf, seed = settings.confidence, settings.seed
+    loss = np.array([float(p["loss"]) for p in rows])
+    cols = {a: np.array([float(p[a]) for p in rows]) for a in ("N", "D", "C")}
+    group: dict = {"fits": {}, "saturating": {}, "warnings": [], "extrapolation": []}
+    warn = group["warnings"]
+
+    def skip(what: str, reason: str) -> dict:
+        warn.append(f"{what} not fitted: {reason}")
+        return {"skipped": reason}
+
+    for axis in settings.axes:
+        x = cols[axis]
+        if len(np.unique(x)) < 2:
+            warn.append(f"{axis} takes a single value: L({axis}) not fitted")
+            continue
+        ols = PowerLawFit(axis, conf).fit(x, loss).bootstrap(settings.bootstrap, seed)
+        entry = ols.to_dict()
+        if ols.n >= 3:
+            entry["robust"] = PowerLawFit(axis, conf, robust=True).fit(x, loss).to_dict()
+        group["fits"][axis] = entry
+        warn.extend(f"L({axis}): {w}" for w in ols.warnings)
+        mask = _holdout_mask(x, settings.holdout)
+        if mask.any() and len(np.unique(x[~mask])) >= 2:
+            part = PowerLawFit(axis, conf).fit(x[~mask], loss[~mask])
+            band = part.band(x) if part.df_resid > 0 else (None, None)
+            held = _heldout_rows(rows, mask, part.predict(x), *band)
+            group["extrapolation"].append(
+                _extrapolation_record(f"L_{axis}", f"L({axis}) power law", axis, mask, held, part.n)
+            )
+        elif mask.any():
+            warn.append(
+                f"L({axis}) extrapolation check skipped: one {axis} left without the largest"
+            )
+        if ols.n < 3:
+            group["saturating"][axis] = skip(
+                f"L({axis}) = E + A*{axis}^-alpha", f"fewer points ({ols.n}) than parameters (3)"
+            )
+            continue
+        sat = SaturatingPowerLawFit(axis, confidence=conf).fit(x, loss)
+        sat.bootstrap(settings.bootstrap, seed)
+        group["saturating"][axis] = sat.to_dict()
+        warn.extend(sat.warnings + _span_warning(f"L({axis}) saturating", x))
+        if mask.any() and (~mask).sum() >= 3:
+            part = SaturatingPowerLawFit(axis, confidence=conf).fit(x[~mask], loss[~mask])
+            held = _heldout_rows(rows, mask, part.predict(x))
+            group["extrapolation"].append(
+                _extrapolation_record(
+                    f"sat_{axis}", f"L({axis}) = E + A*{axis}^-alpha", axis, mask, held, part.n
+                )
+            )
+        elif mask.any():
+            warn.append(
+                f"L({axis}) saturating extrapolation check skipped: {(~mask).sum()} points (< 3) "
+                "left without the largest"
+            )
+
+    n_, d_, c_ = cols["N"], cols["D"], cols["C"]
+    budgets = list(settings.budgets) if settings.budgets else _default_budgets(float(c_.max()))
+    name = "Chinchilla L(N, D)"
+    if len(np.unique(d_)) < 2 or len(np.unique(n_)) < 2:
+        fixed = "D" if len(np.unique(d_)) < 2 else "N"
+        group["chinchilla"] = skip(
+            name, f"{fixed} takes a single value; L(N, D) needs both to vary"
+        )
+    elif len(rows) < 5:
+        group["chinchilla"] = skip(name, f"fewer points ({len(rows)}) than parameters (5)")
+    else:
+        nd = np.column_stack([n_, d_])
+        chin = ChinchillaFit(budgets=budgets, confidence=conf).fit(nd, loss)
+        chin.bootstrap(settings.bootstrap, seed)
+        group["chinchilla"] = chin.to_dict()
+        warn.extend(chin.warnings)
+        warn.extend(_span_warning("Chinchilla N", n_) + _span_warning("Chinchilla D", d_))
+        mask = _holdout_mask(n_, settings.holdout)
+        if mask.any() and (~mask).sum() >= 5 and len(np.unique(d_[~mask])) >= 2:
+            part = ChinchillaFit(confidence=conf).fit(nd[~mask], loss[~mask])
+            held = _heldout_rows(rows, mask, part.predict(nd))
+            group["extrapolation"].append(
+                _extrapolation_record("chinchilla", name, "N", mask, held, part.n)
+            )
+        elif mask.any():
+            warn.append(
+                f"{name} extrapolation check skipped: {(~mask).sum()} points (< 5) or one D left "
+                "without the largest N"
+            )
+
+    name = "IsoFLOP (Approach 2)"
+    budget_col = [p.get("budget") for p in rows]
+    budget = None if any(b is None for b in budget_col) else np.array(budget_col, dtype=float)
+    if budget is None and not IsoFLOPFit.applicable(n_, c_, settings.isoflop_tolerance):
+        group["isoflop"] = skip(name, "fewer than 2 compute budgets with 3+ model sizes each")
+    else:
+        try:
+            iso = IsoFLOPFit(conf, settings.isoflop_tolerance).fit(n_, c_, loss, budget)
+        except IsoFLOPError as err:
+            group["isoflop"] = skip(name, str(err))
+        else:
+            iso.bootstrap(settings.bootstrap, seed)
+            group["isoflop"] = iso.to_dict()
+            warn.extend(iso.warnings)
+            group["extrapolation"].extend(_isoflop_extrapolation(iso, settings))
+    for w in warn:
+        log.warning("%s: %s", label, w)
+    return group
+
+
+def _isoflop_extrapolation(iso, settings: FitSettings) -> list[dict]:
+    """Refit N_opt(C) without the largest budget(s); compare with their parabola minima."""
+    used = [b for b in iso.budgets if b["used"]]
+    k = settings.holdout
+    if k < 1 or len(used) - k < 2:
+        return []
+    c = np.array([b["C"] for b in used])
+    n_opt = np.array([b["N_opt"] for b in used])
+    slope, ln_k = np.polyfit(np.log(c[:-k]), np.log(n_opt[:-k]), 1)
+    held = []
+    for b in used[-k:]:
+        pred = math.exp(ln_k) * b["C"] ** slope
+        held.append(
+            {
+                "C": b["C"],
+                "actual_N_opt": b["N_opt"],
+                "predicted_N_opt": pred,
+                "rel_error": (pred - b["N_opt"]) / b["N_opt"],
+            }
+        )
+    return [
+        {
+            "key": "isoflop",
+            "fit": "IsoFLOP N_opt(C)",
+            "scale": "C",
+            "n_fit": len(used) - k,
+            "n_held_out": k,
+            "held_out": held,
+            "mean_abs_rel_error": float(np.mean([abs(h["rel_error"]) for h in held])),
+        }
+    ]
+
+
+def fit_scaling_laws(
+    points: list[dict],
+    confidence: float = 0.95,
+    axes: Sequence[str] = ("N", "D", "C"),
+    settings: FitSettings | None = None,
+    source: str = "points",
+) -> dict:
+    """Fit every scaling law per tokenizer and evaluation set.
+
+    Args:
+        points: rows of the evaluation table, each with ``tokenizer``, ``eval_set``, ``loss``
+            (nats/token), ``N`` (non-embedding parameters), ``D`` (tokens), ``C`` (FLOP),
+            optionally ``model``, ``checkpoint``, ``final`` (only final rows are fitted) and
+            ``budget`` (IsoFLOP budget label, FLOP).
+        confidence, axes: shortcuts for the same fields of ``settings`` (used when it is None).
+        settings: every option (:class:`FitSettings`).
+        source: name of the table, for error messages.
+
+    Returns:
+        Strict JSON (no NaN): ``{"confidence", "settings", "groups": [{"tokenizer",
+        "eval_set", "n_points", "fits": {axis: OLS power law with its robust variant and
+        bootstrap}, "saturating": {axis: ...}, "chinchilla", "isoflop", "extrapolation":
+        [...], "warnings"}], "points": the fitted rows}``. An analysis the data cannot support
+        (e.g. Chinchilla when every model saw the same D) is ``{"skipped": reason}`` and its
+        reason is in ``warnings``.
+
+    Raises:
+        FitError: no points, or a row lacking a needed column.
+    """
+    if settings is None:
+        settings = FitSettings(confidence=confidence, axes=tuple(axes))
+    rows = select_points(points, source)
     groups = []
-    for key in sorted({(p["tokenizer"], p["eval_set"]) for p in points}):
-        rows = [p for p in points if (p["tokenizer"], p["eval_set"]) == key]
-        group = {"tokenizer": key[0], "eval_set": key[1], "n_points": len(rows), "fits": {}}
-        group["warnings"] = []
-        for axis in axes:
-            xs = [float(p[axis]) for p in rows]
-            if len(set(xs)) < 2:
-                group["warnings"].append(f"{axis} takes a single value: L({axis}) not fitted")
-                continue
-            fitted = PowerLawFit(axis, confidence).fit(xs, [float(p["loss"]) for p in rows])
-            group["fits"][axis] = fitted.to_dict()
-            for warning in fitted.warnings:
-                log.warning("%s/%s L(%s): %s", key[0], key[1], axis, warning)
+    for key in sorted({(p["tokenizer"], p["eval_set"]) for p in rows}):
+        grows = [p for p in rows if (p["tokenizer"], p["eval_set"]) == key]
+        group = {"tokenizer": key[0], "eval_set": key[1], "n_points": len(grows)}
+        group.update(_fit_group(grows, settings, f"{key[0]}/{key[1]}"))
         groups.append(group)
-    return _clean({"confidence": confidence, "groups": groups, "points": points})
+    settings_out = {
+        "confidence": settings.confidence,
+        "axes": list(settings.axes),
+        "bootstrap": settings.bootstrap,
+        "holdout": settings.holdout,
+        "budgets": None if settings.budgets is None else list(settings.budgets),
+        "seed": settings.seed,
+        "isoflop_tolerance": settings.isoflop_tolerance,
+    }
+    return _clean(
+        {
+            "confidence": settings.confidence,
+            "settings": settings_out,
+            "groups": groups,
+            "points": rows,
+        }
+    )
+
+
+def read_points(
+    path: str | Path,
+    columns: dict[str, str] | None = None,
+    defaults: dict[str, str] | None = None,
+) -> list[dict]:
+    """Rows of a points table (``.csv`` or ``.parquet``) ready for :func:`fit_scaling_laws`.
+
+    ``columns`` maps field names to table columns (``{"N": "Model Size"}``; one column may
+    feed several fields). Missing
+    ``tokenizer``/``eval_set`` columns take ``defaults`` (or ``"-"``). When D is missing it is
+    derived as C / (6N), when C is missing as 6ND (Kaplan et al. 2020, eq. 2.1).
+
+    Raises:
+        FitError: unknown format, a named column absent, loss/N and one of D, C missing, or
+            one of them not numeric.
+    """
+    import polars as pl
+
+    path = Path(path)
+    if path.suffix == ".parquet":
+        table = pl.read_parquet(path)
+    elif path.suffix == ".csv":
+        table = pl.read_csv(path, infer_schema_length=10000)
+    else:
+        raise FitError(f"{path}: unknown table format (use .csv or .parquet)")
+    columns = columns or {}
+    absent = [src for src in columns.values() if src not in table.columns]
+    if absent:
+        raise FitError(f"{path}: no column(s) {absent}; columns are {table.columns}")
+    table = table.with_columns(pl.col(src).alias(dst) for dst, src in columns.items())
+    for key in ("tokenizer", "eval_set"):
+        if key not in table.columns:
+            table = table.with_columns(pl.lit((defaults or {}).get(key, "-")).alias(key))
+    have = set(table.columns)
+    missing = [k for k in ("loss", "N") if k not in have]
+    if missing or not ({"D", "C"} & have):
+        raise FitError(
+            f"{path}: needs columns loss, N and D or C (missing {missing or ['D/C']}); "
+            f"columns are {table.columns}"
+        )
+    for col in ("loss", "N", "D", "C"):
+        if col in have:
+            try:
+                table = table.with_columns(pl.col(col).cast(pl.Float64))
+            except pl.exceptions.PolarsError:
+                raise FitError(f"{path}: column {col!r} is not numeric") from None
+    if "D" not in have:
+        table = table.with_columns((pl.col("C") / (6 * pl.col("N"))).alias("D"))
+    if "C" not in have:
+        table = table.with_columns((6 * pl.col("N") * pl.col("D")).alias("C"))
+    return table.to_dicts()
 
 
 def plot_scaling_laws(result: dict, png_path: str | Path, svg_path: str | Path) -> None:
-    """Log-log plots of loss against each fitted axis: points, fitted line, confidence band.
+    """Main figure: loss against each fitted axis; see :func:`lmscaling.fit_plots.plot_main`."""
+    from lmscaling.fit_plots import plot_main
 
-    One panel per axis in ``result`` (N, D, C order), one colour per (tokenizer, eval set) group.
-    Both files are written atomically.
+    plot_main(result, png_path, svg_path)
+
+
+def plot_residuals(result: dict, png_path: str | Path, svg_path: str | Path) -> None:
+    """Residuals of every fit; see :func:`lmscaling.fit_plots.plot_residuals`."""
+    from lmscaling import fit_plots
+
+    fit_plots.plot_residuals(result, png_path, svg_path)
+
+
+def plot_isoflop(result: dict, png_path: str | Path, svg_path: str | Path) -> None:
+    """IsoFLOP curves and compute-optimal N; see :func:`lmscaling.fit_plots.plot_isoflop`."""
+    from lmscaling import fit_plots
+
+    fit_plots.plot_isoflop(result, png_path, svg_path)
+
+
+def summary_metrics(result: dict) -> dict[str, float]:
+    """Headline numbers of a :func:`fit_scaling_laws` result as flat MLflow metrics.
+
+    Keys ``{tokenizer}.{eval_set}.<fit>.<quantity>``: the OLS ``a``, ``b``, ``alpha``, ``r2``
+    per axis (``L_N.b``), the saturating law's ``E``, ``A``, ``alpha`` (``sat_N.E``), the
+    Chinchilla ``E``, ``A``, ``B``, ``alpha``, ``beta``, ``a`` and ``objective``, the IsoFLOP
+    exponent ``a``, and each extrapolation check's mean absolute relative error
+    (``extrapolation.L_N.abs_rel_error``). Values that are None are left out.
     """
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    axes_present = [a for a in AXES if any(a in g["fits"] for g in result["groups"])]
-    if not axes_present:
-        raise FitError("nothing to plot: no axis was fitted")
-    fig, axs = plt.subplots(1, len(axes_present), figsize=(5.2 * len(axes_present), 4.2))
-    axs = np.atleast_1d(axs)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, axis in zip(axs, axes_present, strict=True):
-        for i, group in enumerate(result["groups"]):
-            fit = group["fits"].get(axis)
-            if fit is None:
-                continue
-            rows = [
-                p
-                for p in result["points"]
-                if (p["tokenizer"], p["eval_set"]) == (group["tokenizer"], group["eval_set"])
-            ]
-            x = np.array([float(p[axis]) for p in rows])
-            y = np.array([float(p["loss"]) for p in rows])
-            color = colors[i % len(colors)]
-            label = f"{group['tokenizer']} / {group['eval_set']}"
-            ax.scatter(x, y, color=color, zorder=3, label=label)
-            law = PowerLawFit(axis, result["confidence"]).fit(x, y)
-            grid = np.geomspace(x.min() / 1.5, x.max() * 1.5, 100)
-            ax.plot(
-                grid,
-                law.predict(grid),
-                color=color,
-                label=f"L = {law.a:.3g}·{axis}^{law.b:.3f}  (R² = {law.r2:.3f})",
-            )
-            if law.n > 2:
-                lo, hi = law.band(grid)
-                ax.fill_between(grid, lo, hi, color=color, alpha=0.2, linewidth=0)
-            for p, xi, yi in zip(rows, x, y, strict=True):
-                ax.annotate(
-                    p.get("model", ""),
-                    (xi, yi),
-                    fontsize=7,
-                    xytext=(3, 3),
-                    textcoords="offset points",
-                )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.set_xlabel(AXES[axis])
-        ax.set_ylabel("held-out loss (nats/token)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-        ax.set_title(f"L({axis}), {int(result['confidence'] * 100)}% confidence band")
-    fig.tight_layout()
-    for path, fmt in ((png_path, "png"), (svg_path, "svg")):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=130)
-    plt.close(fig)
+    out: dict[str, float] = {}
+    for g in result["groups"]:
+        prefix = f"{g['tokenizer']}.{g['eval_set']}"
+        for axis, law in g["fits"].items():
+            for k in ("a", "b", "alpha", "r2"):
+                out[f"{prefix}.L_{axis}.{k}"] = law.get(k)
+        for axis, law in g.get("saturating", {}).items():
+            for k, v in law.get("params", {}).items():
+                out[f"{prefix}.sat_{axis}.{k}"] = v
+        chin = g.get("chinchilla", {})
+        if "params" in chin:
+            for k, v in chin["params"].items():
+                out[f"{prefix}.chinchilla.{k}"] = v
+            out[f"{prefix}.chinchilla.a"] = chin["derived"].get("a")
+            out[f"{prefix}.chinchilla.objective"] = chin.get("objective")
+        iso = g.get("isoflop", {})
+        if "a" in iso:
+            out[f"{prefix}.isoflop.a"] = iso["a"]
+        for rec in g.get("extrapolation", []):
+            out[f"{prefix}.extrapolation.{rec['key']}.abs_rel_error"] = rec["mean_abs_rel_error"]
+    return {k: float(v) for k, v in out.items() if v is not None}

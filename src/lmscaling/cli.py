@@ -1,0 +1,311 @@
+"""Command line: fit a points table, predict loss from a saved fit, plan a compute budget.
+
+    lmscaling fit TABLE.csv|TABLE.parquet [-o DIR]      every fit, JSON + figures in DIR
+    lmscaling predict FIT.json --N 1e9 --D 2e10         loss at (N, D) with intervals
+    lmscaling plan FIT.json --budget 1e21 [1e22 ...]    compute-optimal N and D per budget
+
+A table needs the columns ``loss`` (nats/token), ``N`` (non-embedding parameters) and ``D``
+(tokens) or ``C`` (FLOP); ``--column N="Model Size"`` maps other names. The workflow's
+``results/eval/points.parquet`` works as is. Exit status: 0 on success, 1 on bad input (one
+line on stderr naming the file or column), 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _columns(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        field, sep, column = pair.partition("=")
+        if not sep or field not in ("N", "D", "C", "loss", "tokenizer", "eval_set", "model"):
+            raise argparse.ArgumentTypeError(
+                f"--column {pair!r}: use FIELD=COLUMN with FIELD one of N, D, C, loss, "
+                "tokenizer, eval_set, model"
+            )
+        out[field] = column
+    return out
+
+
+def _groups(result: dict, args: argparse.Namespace) -> list[dict]:
+    from lmscaling.fit import FitError
+
+    groups = [
+        g
+        for g in result["groups"]
+        if (args.tokenizer is None or g["tokenizer"] == args.tokenizer)
+        and (args.eval_set is None or g["eval_set"] == args.eval_set)
+    ]
+    if not groups:
+        names = [f"{g['tokenizer']} {g['eval_set']}" for g in result["groups"]]
+        raise FitError(f"no group matches --tokenizer/--eval-set; groups are {names}")
+    return groups
+
+
+def _read_fit(path: str) -> dict:
+    from lmscaling.fit import FitError
+    from lmscaling.io import read_json
+
+    try:
+        result = read_json(path)
+    except FileNotFoundError:
+        raise FitError(f"{path}: no such file") from None
+    except json.JSONDecodeError as err:
+        raise FitError(f"{path}: not JSON: {err}") from None
+    if not isinstance(result, dict) or "groups" not in result:
+        raise FitError(f"{path}: not a scaling-law fit (no 'groups'); use `lmscaling fit` first")
+    return result
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.4g}"
+
+
+def _ci(pair) -> str:
+    if not pair:
+        return ""
+    return f"[{_fmt(pair[0])}, {_fmt(pair[1])}]"
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    """``lmscaling fit``: every fit of :func:`lmscaling.fit.fit_scaling_laws`, JSON + figures."""
+    from lmscaling import fit
+    from lmscaling.io import write_json
+
+    points = fit.read_points(args.table, _columns(args.column))
+    if args.drop_highest_loss:
+        if args.drop_highest_loss >= len(points):
+            raise fit.FitError(f"--drop-highest-loss {args.drop_highest_loss}: table too small")
+        points = sorted(points, key=lambda p: p["loss"])[: -args.drop_highest_loss]
+    settings = fit.FitSettings(
+        confidence=args.confidence,
+        axes=tuple(args.axes),
+        bootstrap=args.bootstrap,
+        holdout=args.holdout,
+        budgets=args.budget,
+        seed=args.seed,
+    )
+    result = fit.fit_scaling_laws(points, settings=settings, source=str(args.table))
+    out = Path(args.output)
+    write_json(out / "scaling_law.json", result)
+    written = [out / "scaling_law.json"]
+    if not args.no_plots:
+        for name, plot in (
+            ("scaling_law", fit.plot_scaling_laws),
+            ("residuals", fit.plot_residuals),
+            ("isoflop", fit.plot_isoflop),
+        ):
+            plot(result, out / f"{name}.png", out / f"{name}.svg")
+            written += [out / f"{name}.png", out / f"{name}.svg"]
+    for g in result["groups"]:
+        print(f"{g['tokenizer']} {g['eval_set']}: {g['n_points']} points")
+        for axis, law in g["fits"].items():
+            print(f"  L({axis}) = {_fmt(law['a'])} * {axis}^{_fmt(law['b'])}  b {_ci(law['b_ci'])}")
+        chin = g.get("chinchilla", {})
+        if "params" in chin:
+            p, iv = chin["params"], chin["intervals"]
+            print(
+                "  Chinchilla: "
+                + ", ".join(f"{k} = {_fmt(v)} {_ci(iv.get(k))}" for k, v in p.items())
+            )
+        for rec in g["extrapolation"]:
+            print(f"  extrapolation {rec['fit']}: |rel. error| {_fmt(rec['mean_abs_rel_error'])}")
+        for w in g["warnings"]:
+            print(f"  warning: {w}")
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``lmscaling predict``: loss at (N, D) from every law in a saved fit that can give it."""
+    from lmscaling.chinchilla import ChinchillaFit
+    from lmscaling.fit import PowerLawFit
+
+    result = _read_fit(args.fit)
+    n, d = args.N, args.D
+    c = 6 * n * d if d is not None else None
+    rows = []
+    for g in _groups(result, args):
+        values = {"N": n, "D": d, "C": c}
+        chin = g.get("chinchilla", {})
+        if "theta" in chin and d is not None:
+            law = ChinchillaFit.from_dict(chin)
+            row = {"law": "chinchilla", "loss": float(law.predict([[n, d]])[0])}
+            if law.samples is not None:
+                row["confidence_interval"] = [float(v[0]) for v in law.band([[n, d]])]
+                row["prediction_interval"] = [
+                    float(v[0]) for v in law.band([[n, d]], kind="prediction")
+                ]
+            rows.append({"tokenizer": g["tokenizer"], "eval_set": g["eval_set"], **row})
+        for axis, entry in g["fits"].items():
+            if values[axis] is None:
+                continue
+            law = PowerLawFit.from_dict(entry)
+            row = {"law": f"L({axis}) power law", "loss": float(law.predict(values[axis]))}
+            if law.df_resid > 0:
+                row["confidence_interval"] = [float(v[0]) for v in law.band([values[axis]])]
+                row["prediction_interval"] = [
+                    float(v[0]) for v in law.band([values[axis]], kind="prediction")
+                ]
+            rows.append({"tokenizer": g["tokenizer"], "eval_set": g["eval_set"], **row})
+    if args.json:
+        print(json.dumps({"N": n, "D": d, "C": c, "predictions": rows}, indent=2))
+        return 0
+    conf = round(100 * result.get("confidence", 0.95))
+    print(f"N = {n:.4g}, D = {_fmt(d)}, C = 6ND = {_fmt(c)}  (loss in nats/token)")
+    for r in rows:
+        print(
+            f"{r['tokenizer']} {r['eval_set']} {r['law']}: {r['loss']:.4f}  "
+            f"{conf}% CI {_ci(r.get('confidence_interval'))}  "
+            f"PI {_ci(r.get('prediction_interval'))}"
+        )
+    if not rows:
+        print("no law in this fit can predict at these values", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """``lmscaling plan``: compute-optimal N and D for FLOP budgets, with bootstrap intervals."""
+    from lmscaling.chinchilla import ChinchillaFit
+    from lmscaling.fit import FitError
+    from lmscaling.isoflop import IsoFLOPFit
+
+    result = _read_fit(args.fit)
+    budgets = np.asarray(args.budget, dtype=float)
+    rows = []
+    reasons = []
+    for g in _groups(result, args):
+        chin, iso = g.get("chinchilla", {}), g.get("isoflop", {})
+        key = {"tokenizer": g["tokenizer"], "eval_set": g["eval_set"]}
+        if "theta" in chin:
+            law = ChinchillaFit.from_dict(chin)
+            point = law.allocation(budgets)
+            spread = None
+            if law.samples is not None:
+                spread = law.allocation(budgets, law.samples[:, None, :])
+            q = [50 * (1 - law.confidence), 50 * (1 + law.confidence)]
+            for i, c in enumerate(budgets):
+                row = {**key, "method": "chinchilla", "C": float(c)}
+                for name, v in point.items():
+                    row[name] = float(v[i])
+                    if spread is not None:
+                        lo, hi = np.nanpercentile(spread[name][:, i], q)
+                        row[f"{name}_ci"] = [float(lo), float(hi)]
+                rows.append(row)
+        else:
+            reasons.append(f"{g['tokenizer']} {g['eval_set']} Chinchilla: {chin.get('skipped')}")
+        if "a" in iso:
+            fit = IsoFLOPFit.from_dict(iso)
+            n_opt, d_opt = fit.predict(budgets)
+            for i, c in enumerate(budgets):
+                rows.append(
+                    {
+                        **key,
+                        "method": "isoflop",
+                        "C": float(c),
+                        "N_opt": float(n_opt[i]),
+                        "D_opt": float(d_opt[i]),
+                        "tokens_per_parameter": float(d_opt[i] / n_opt[i]),
+                    }
+                )
+    if not rows:
+        raise FitError("no compute-optimal analysis in this fit: " + "; ".join(reasons))
+    if args.json:
+        print(json.dumps({"plans": rows}, indent=2))
+        return 0
+    for r in rows:
+        print(
+            f"{r['tokenizer']} {r['eval_set']} {r['method']} C = {r['C']:.3g} FLOP: "
+            f"N_opt = {_fmt(r['N_opt'])} {_ci(r.get('N_opt_ci'))}, "
+            f"D_opt = {_fmt(r['D_opt'])} {_ci(r.get('D_opt_ci'))}, "
+            f"D/N = {_fmt(r['tokens_per_parameter'])} {_ci(r.get('tokens_per_parameter_ci'))}"
+            + (f", L = {_fmt(r['L_opt'])} {_ci(r.get('L_opt_ci'))}" if "L_opt" in r else "")
+        )
+    return 0
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lmscaling`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="lmscaling", description="Scaling-law fits of language-model loss."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fit", help="fit every scaling law to a points table")
+    p.add_argument("table", help="points table (.csv or .parquet)")
+    p.add_argument("-o", "--output", default="fit", help="output directory (default: fit)")
+    p.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help='table column holding a field, e.g. --column N="Model Size" (repeatable)',
+    )
+    p.add_argument("--confidence", type=float, default=0.95, help="interval level")
+    p.add_argument("--axes", nargs="+", default=["N", "D", "C"], choices=["N", "D", "C"])
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0 = none)")
+    p.add_argument("--holdout", type=int, default=1, help="largest scales held out (0 = none)")
+    p.add_argument("--budget", type=_positive, nargs="+", help="FLOP budgets to plan for")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument(
+        "--drop-highest-loss", type=int, default=0, metavar="K", help="drop the K worst points"
+    )
+    p.add_argument("--no-plots", action="store_true", help="write the JSON only")
+    p.set_defaults(func=cmd_fit)
+
+    for name, helptext, func in (
+        ("predict", "loss at given N and D from a saved fit", cmd_predict),
+        ("plan", "compute-optimal N and D for FLOP budgets from a saved fit", cmd_plan),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("fit", help="scaling_law.json written by `lmscaling fit` or the workflow")
+        if name == "predict":
+            p.add_argument("--N", type=_positive, required=True, help="non-embedding parameters")
+            p.add_argument("--D", type=_positive, help="training tokens")
+        else:
+            p.add_argument("--budget", type=_positive, nargs="+", required=True, help="FLOP")
+        p.add_argument("--tokenizer", help="only this tokenizer's group")
+        p.add_argument("--eval-set", help="only this evaluation set's group")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lmscaling`` command; returns the exit status."""
+    from lmscaling.fit import FitError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except argparse.ArgumentTypeError as err:
+        parser.error(str(err))
+    except (FitError, OSError) as err:
+        print(f"lmscaling {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The `lmscaling` command (fit, predict, plan), run as a subprocess."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmscaling.chinchilla import ChinchillaFit
+
+EXE = Path(sys.executable).with_name("lmscaling")
+CMD = [str(EXE)] if EXE.exists() else [sys.executable, "-m", "lmscaling.cli"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=300)
+
+
+def write_isoflop_table(path: Path) -> None:
+    """3 compute budgets x 5 model sizes from L = 1.8 + 400/N^0.34 + 2000/D^0.36 (+ noise)."""
+    rng = np.random.default_rng(0)
+    lines = ["model,N,D,loss"]
+    for c in (1e17, 1e18, 1e19):
+        for n in 0.1 * (c / 6) ** 0.5 * np.geomspace(0.3, 3, 5):
+            d = c / (6 * n)
+            loss = (1.8 + 400 / n**0.34 + 2000 / d**0.36) * np.exp(rng.normal(0, 0.002))
+            lines.append(f"m{n:.3g},{float(n)!r},{float(d)!r},{float(loss)!r}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    table = tmp / "points.csv"
+    write_isoflop_table(table)
+    proc = run(
+        "fit",
+        str(table),
+        "-o",
+        str(tmp / "out"),
+        "--bootstrap",
+        "50",
+        "--axes",
+        "N",
+        "--holdout",
+        "0",
+    )
+    assert proc.returncode == 0, proc.stderr
+    return tmp, proc
+
+
+def test_fit_writes_json_and_figures(fitted):
+    tmp, proc = fitted
+    result = json.loads((tmp / "out/scaling_law.json").read_text())
+    (group,) = result["groups"]
+    assert group["tokenizer"] == "-" and group["n_points"] == 15
+    chin = group["chinchilla"]
+    assert chin["params"]["alpha"] == pytest.approx(0.34, abs=0.1)
+    assert chin["bootstrap"]["n_resamples"] == 50
+    assert group["isoflop"]["n_budgets_used"] == 3
+    for name in ("scaling_law", "residuals", "isoflop"):
+        assert (tmp / f"out/{name}.png").read_bytes()[:4] == b"\x89PNG"
+        assert "<svg" in (tmp / f"out/{name}.svg").read_text()
+    assert "Chinchilla: E =" in proc.stdout
+
+
+def test_predict_and_plan_read_the_saved_fit(fitted):
+    tmp, _ = fitted
+    path = tmp / "out/scaling_law.json"
+    proc = run("predict", str(path), "--N", "1e9", "--D", "2e10", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["C"] == pytest.approx(6 * 1e9 * 2e10)
+    chin = [r for r in out["predictions"] if r["law"] == "chinchilla"][0]
+    law = ChinchillaFit.from_dict(json.loads(path.read_text())["groups"][0]["chinchilla"])
+    assert chin["loss"] == pytest.approx(float(law.predict([[1e9, 2e10]])[0]), rel=1e-12)
+    lo, hi = chin["confidence_interval"]
+    assert lo <= chin["loss"] <= hi
+    assert chin["prediction_interval"][0] <= lo
+    n_law = [r for r in out["predictions"] if r["law"] == "L(N) power law"][0]
+    assert n_law["confidence_interval"][0] < n_law["loss"] < n_law["confidence_interval"][1]
+
+    proc = run("plan", str(path), "--budget", "1e21", "1e23", "--json")
+    assert proc.returncode == 0, proc.stderr
+    plans = json.loads(proc.stdout)["plans"]
+    chin_plans = [p for p in plans if p["method"] == "chinchilla"]
+    assert [p["C"] for p in chin_plans] == [1e21, 1e23]
+    for p in chin_plans:
+        assert 6 * p["N_opt"] * p["D_opt"] == pytest.approx(p["C"])
+        assert p["N_opt_ci"][0] <= p["N_opt"] <= p["N_opt_ci"][1]
+        assert float(law.allocation(p["C"])["N_opt"]) == pytest.approx(p["N_opt"])
+    assert {p["method"] for p in plans} == {"chinchilla", "isoflop"}
+    text = run("plan", str(path), "--budget", "1e21")
+    assert text.returncode == 0 and "N_opt =" in text.stdout
+
+
+def test_bad_input_exits_1_naming_the_file(tmp_path):
+    proc = run("fit", str(tmp_path / "missing.csv"), "-o", str(tmp_path / "o"))
+    assert proc.returncode == 1 and "missing.csv" in proc.stderr
+    table = tmp_path / "t.csv"
+    table.write_text("params,loss\n1e6,3.0\n")
+    proc = run("fit", str(table), "--column", "N=size")
+    assert proc.returncode == 1 and "t.csv: no column(s) ['size']" in proc.stderr
+    proc = run("predict", str(table), "--N", "1e9")
+    assert proc.returncode == 1 and "t.csv: not JSON" in proc.stderr
+    # one D for every model: no compute-optimal analysis to plan with
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text("N,D,loss\n1e6,1e8,3.0\n1e7,1e8,2.7\n1e8,1e8,2.5\n")
+    proc = run("fit", str(fixed), "-o", str(tmp_path / "f"), "--bootstrap", "0", "--no-plots")
+    assert proc.returncode == 0, proc.stderr
+    proc = run("plan", str(tmp_path / "f/scaling_law.json"), "--budget", "1e21")
+    assert proc.returncode == 1 and "D takes a single value" in proc.stderr
+    assert run("plan", str(table), "--budget", "-1").returncode == 2  # usage error
+    table.write_text("N,D,loss\n1e6,1e8,three\n")
+    proc = run("fit", str(table))
+    assert proc.returncode == 1 and "t.csv: column 'loss' is not numeric" in proc.stderr
