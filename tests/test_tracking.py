@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from lmscaling import tracking
 from lmscaling.io import read_json
+from lmscaling.records import read_record
 from lmscaling.tracking import (
     ChildRun,
     TrackingError,
@@ -130,18 +131,25 @@ def test_git_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_job_tags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tracking, "git_commit", lambda repo_dir=".": "abc123")
     tags = job_tags("train", {"scale": "s2", "data": "d"}, 2, config={"x": 1})
+    key = tracking.job_key("train", {"data": "d", "scale": "s2"})
     assert tags == {
         "lmscaling.rule": "train",
         "lmscaling.wildcards": '{"data": "d", "scale": "s2"}',
         "lmscaling.attempt": "2",
+        "lmscaling.job_key": key,
         "mlflow.source.git.commit": "abc123",
         "lmscaling.config_hash": config_hash({"x": 1}),
     }
+    # sha256 of '["train", {"data": "d", "scale": "s2"}]'; the attempt does not change it
+    assert key == "fe580977228a8636"
+    assert key == job_tags("train", {"scale": "s2", "data": "d"}, 1)["lmscaling.job_key"]
+    assert key != tracking.job_key("train", {"data": "d", "scale": "s3"})
     monkeypatch.setattr(tracking, "git_commit", lambda repo_dir=".": None)
     assert job_tags("fit", {}, 1) == {
         "lmscaling.rule": "fit",
         "lmscaling.wildcards": "{}",
         "lmscaling.attempt": "1",
+        "lmscaling.job_key": tracking.job_key("fit", {}),
     }
 
 
@@ -186,8 +194,11 @@ def test_start_and_finish_parent(store: tuple[str, Path], tmp_path: Path) -> Non
         uri, "parent-exp", out, params=params, tags={"lmscaling.config_hash": "abc"}, run_name="wf"
     )
     assert read_json(out) == info
-    assert set(info) == {"tracking_uri", "experiment_id", "experiment_name", "parent_run_id"}
+    assert set(info) == set(tracking.PARENT_KEYS)
     assert info["tracking_uri"] == uri and info["experiment_name"] == "parent-exp"
+    assert info["mode"] == "online" and info["required"] and not info["log_models"]
+    assert info["records"] == f"records/{info['invocation']}"
+    assert (out.parent / info["records"] / "parent.jsonl").is_file()
 
     client = _client(info)
     exp = client.get_experiment(info["experiment_id"])
@@ -199,6 +210,11 @@ def test_start_and_finish_parent(store: tuple[str, Path], tmp_path: Path) -> Non
     assert run.data.params == {"model.d_model": "64", "model.sizes": "[1, 2]", "seed": "7"}
     assert run.data.tags["lmscaling.role"] == "parent"
     assert run.data.tags["lmscaling.config_hash"] == "abc"
+    assert run.data.tags["lmscaling.record_id"] == info["invocation"]
+    assert (
+        run.data.tags["lmscaling.workspace"]
+        == read_json(out.parent / "workspace.json")["workspace"]
+    )
 
     # A second invocation reuses the experiment.
     again = start_parent(uri, "parent-exp", tmp_path / "p2.json")
@@ -210,7 +226,8 @@ def test_start_and_finish_parent(store: tuple[str, Path], tmp_path: Path) -> Non
     figs = tmp_path / "figs"
     figs.mkdir()
     (figs / "a.txt").write_text("a")
-    finish_parent(out, "FINISHED", artifacts=[report, figs, tmp_path / "missing.png"])
+    counts = finish_parent(out, "FINISHED", artifacts=[report, figs, tmp_path / "missing.png"])
+    assert counts["artifacts_logged"] == 2 and counts["runs_continued"] == 1
     run = client.get_run(info["parent_run_id"])
     assert run.info.status == "FINISHED"
     assert run.info.end_time is not None
@@ -369,11 +386,18 @@ def test_child_survives_tracking_failure(
             run.set_tags({"x": 1})
             out.write_text("result")
     assert out.read_text() == "result"
-    assert run.skipped_calls == 2 and not run.enabled
+    assert run.skipped_calls == 3 and not run.enabled  # 2 metrics, tags; then the end
     assert caplog.text.count("MLflow tracking failed") == 1
-    r = _client(parent).get_run(run.run_id)
-    assert r.info.status == "FINISHED"
-    assert [m.value for m in _client(parent).get_metric_history(run.run_id, "loss")] == [1.0]
+    client = _client(parent)
+    assert client.get_run(run.run_id).info.status == "RUNNING"
+    assert [m.value for m in client.get_metric_history(run.run_id, "loss")] == [1.0]
+    # The record kept everything; the end of the workflow sends what the store missed.
+    counts = finish_parent(tmp_path / "parent.json", "FINISHED")
+    assert counts["runs_continued"] == 2  # the parent and this run; nothing created twice
+    r = client.get_run(run.run_id)
+    assert r.info.status == "FINISHED" and r.data.tags["x"] == "1"
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run.run_id, "loss"))
+    assert history == [(0, 1.0), (1, 0.5), (2, 0.25)]
 
 
 def test_child_disabled_without_parent(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -400,15 +424,23 @@ def test_child_disabled_when_store_unreachable(
     """A server gone before the job starts: the job still runs, untracked, with a warning."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     pj = tmp_path / "parent.json"
-    info = {"tracking_uri": "http://127.0.0.1:9", "experiment_id": "1"}
-    pj.write_text(json.dumps({**info, "experiment_name": "e", "parent_run_id": "abc"}))
+    info = {"tracking_uri": "http://127.0.0.1:9", "experiment_id": "1", "mode": "online"}
+    info.update(experiment_name="e", parent_run_id="abc", invocation="inv", records="rec")
+    info.update(workspace="ab12", required=True, log_models=False)
+    pj.write_text(json.dumps(info))
     ran = []
     with caplog.at_level(logging.WARNING, logger="lmscaling.tracking"):
         with child_run(pj, "job") as run:
             run.log_metrics({"loss": 1.0})
             ran.append(True)
     assert ran == [True] and run.run_id is None
-    assert "tracking disabled: cannot create child run job at http://127.0.0.1:9" in caplog.text
+    assert "cannot create child run job at http://127.0.0.1:9" in caplog.text
+    # The job's record has every event, for the replay.
+    (path,) = (tmp_path / "rec").glob("job.*.jsonl")
+    record = read_record(path)
+    assert record.status == "FINISHED" and record.run_id_for("http://127.0.0.1:9") is None
+    assert [e["event"] for e in record.events] == ["metrics", "end"]
+    assert record.events[0]["metrics"][0][:2] == ["loss", 1.0]
 
 
 def test_child_bad_parent_file(tmp_path: Path) -> None:

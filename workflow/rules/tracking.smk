@@ -1,4 +1,7 @@
-# MLflow parent run: one per invocation that runs jobs. Jobs open child runs under it.
+# MLflow parent run: one per invocation that runs jobs; each job opens a child run under it.
+# Hooks, not a rule: `onstart` runs only when jobs are about to run, so `snakemake -n` stays
+# empty and every invocation gets its own parent. A rule would need an output file, which
+# would either schedule work on every rerun or tie later invocations to an old parent.
 
 
 onstart:
