@@ -7,16 +7,19 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 # torch 2.13.0: the CPU wheel where one is provided locally, else PyPI's default build.
+# Every other dependency is installed at the exact version of envs/constraints.txt, the same
+# versions as the conda environments in envs/.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint venv clean
+.PHONY: demo report test lint venv clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml envs/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		-c envs/constraints.txt -e '.[test,slurm]'
 	touch $@
 
 demo: venv
@@ -24,10 +27,16 @@ demo: venv
 	@echo "Fit: results/fit/scaling_law.json  plot: results/fit/scaling_law.png"
 	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db"
 
+# The Snakemake report of the last run, attached to that run's MLflow parent.
+report: venv
+	$(BIN)/snakemake --report results/report.html
+	$(BIN)/python -m lmscaling.replay --attach results/report.html
+
 lint: venv
 	$(BIN)/ruff check src tests workflow/scripts benchmarks
 	$(BIN)/ruff format --check src tests workflow/scripts benchmarks
 	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint --workflow-profile none -s Snakefile
 
 test: venv lint
 	$(BIN)/python -m pytest
