@@ -4,6 +4,7 @@
 #   results/data/{corpus}/{split}/part-{shard}.parquet + manifest.json     prepare_corpus
 #   results/tokenizers/{tokenizer}/tokenizer.json                         train_tokenizer
 #   results/tokens/{tokenizer}/{corpus}/{split}/part-{shard}.bin + .json  tokenize
+#   results/tokens/{tokenizer}/manifest.json (checksums, bytes/token)      tokenizer_stats
 #   results/models/{tokenizer}/{model}/model.pt, metrics.csv, summary.json train_model
 #   results/eval/{tokenizer}/{model}.json, results/eval/points.parquet    evaluate, collect_points
 #   results/fit/scaling_law.json, .png, .svg                              fit_scaling_law
@@ -36,3 +37,4 @@ rule all:
     default_target: True
     input:
         get_final_outputs(),
+        tokenizer_manifests(),

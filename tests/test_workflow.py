@@ -51,8 +51,10 @@ def tiny_run(tmp_path_factory):
 def test_fit_content(tiny_run):
     workdir, _ = tiny_run
     result = json.loads((workdir / "results/fit/scaling_law.json").read_text())
-    (group,) = result["groups"]
-    assert group["tokenizer"] == "bpe-512" and group["eval_set"] == "val"
+    groups = {g["eval_set"]: g for g in result["groups"]}
+    assert set(groups) == {"stdlib/val", "urllib/all"}  # a training corpus, a held-out one
+    group = groups["stdlib/val"]
+    assert group["tokenizer"] == "bpe-512"
     assert group["n_points"] == 3
     law_n = group["fits"]["N"]
     assert law_n["n"] == 3
@@ -70,6 +72,29 @@ def test_fit_content(tiny_run):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_fit_checks_skips_and_report(tiny_run):
+    workdir, _ = tiny_run
+    result = json.loads((workdir / "results/fit/scaling_law.json").read_text())
+    group = {g["eval_set"]: g for g in result["groups"]}["stdlib/val"]
+    # one D for every model: Chinchilla and IsoFLOP are skipped with a reason, not an error
+    assert "D takes a single value" in group["chinchilla"]["skipped"]
+    assert "skipped" in group["isoflop"]
+    # extrapolation check: the largest model, predicted by the law fitted to the other two
+    (check,) = [r for r in group["extrapolation"] if r["key"] == "L_N"]
+    (held,) = check["held_out"]
+    assert held["model"] == "L2-D64" and check["n_fit"] == 2
+    largest = max(result["points"], key=lambda p: (p["eval_set"] == "stdlib/val", p["N"]))
+    assert held["actual"] == pytest.approx(largest["loss"])
+    assert held["rel_error"] == pytest.approx((held["predicted"] - held["actual"]) / held["actual"])
+    for name in ("residuals", "isoflop"):
+        assert (workdir / f"results/fit/{name}.png").read_bytes()[:4] == b"\x89PNG"
+    proc = snakemake(workdir, "--report", "results/report.html")
+    html = (workdir / "results/report.html").read_text()
+    assert "Report created" in proc.stderr + proc.stdout
+    for caption in ("Extrapolation check", "IsoFLOP curves", "Residuals ln L"):
+        assert caption in html
+
+
 def test_data_and_token_outputs_agree(tiny_run):
     workdir, _ = tiny_run
     manifest = json.loads((workdir / "results/data/stdlib/manifest.json").read_text())
@@ -83,6 +108,42 @@ def test_data_and_token_outputs_agree(tiny_run):
             )
             docs += meta["docs"]
     assert docs == manifest["documents_out"]
+
+
+def test_points_table(tiny_run):
+    """One row per model x checkpoint x eval set; every set scored whole by every row."""
+    import polars as pl
+
+    workdir, _ = tiny_run
+    config = yaml.safe_load(TINY.read_text())
+    table = pl.read_parquet(workdir / "results/eval/points.parquet")
+    assert pl.read_csv(workdir / "results/eval/points.csv").columns == table.columns
+    agreed = "tokenizer model checkpoint final eval_set n_layer d_model n_head N N_total"
+    agreed += " N_embedding D C loss perplexity bpb tokens bytes context_length stride bos"
+    assert set(agreed.split()) <= set(table.columns)
+    checkpoints = 1 + len(config["train"]["checkpoint_fractions"])
+    assert table.height == 3 * checkpoints * 2
+    for eval_set, corpus, splits in [
+        ("stdlib/val", "stdlib", ["val"]),
+        ("urllib/all", "urllib", ["train", "val"]),
+    ]:
+        rows = table.filter(pl.col("eval_set") == eval_set)
+        sidecars = [
+            json.loads(p.read_text())
+            for split in splits
+            for p in (workdir / f"results/tokens/bpe-512/{corpus}/{split}").glob("part-*.json")
+        ]
+        assert rows["bytes"].unique().to_list() == [sum(m["bytes"] for m in sidecars)]
+        assert rows["tokens"].unique().to_list() == [sum(m["tokens"] for m in sidecars)]
+    for p in table.iter_rows(named=True):
+        assert p["bpb"] == pytest.approx(p["nll_sum"] / (math.log(2) * p["bytes"]), rel=1e-12)
+        assert p["perplexity"] == pytest.approx(math.exp(p["loss"]), rel=1e-12)
+        assert p["C"] == pytest.approx(6 * p["N"] * p["D"])
+        assert (p["context_length"], p["stride"], p["bos"]) == (64, 64, "eot")
+    final = table.filter(pl.col("final"))
+    assert final.height == 6 and set(final["checkpoint"]) == {"final"}
+    half = table.filter(pl.col("checkpoint") == "frac-0.5")
+    assert half.height == 6 and (half["D"] < final["D"].max()).all()
 
 
 def test_rerun_schedules_nothing(tiny_run):
@@ -104,17 +165,23 @@ def test_mlflow_store(tiny_run):
     assert len(parents) == 1
     parent = parents[0]
     assert parent.info.status == "FINISHED"
-    # 1 prepare_corpus + 1 train_tokenizer + 4 tokenize + 3 train + 3 evaluate + collect + fit
-    assert len(children) == 14
+    # 2 prepare_corpus + 1 train_tokenizer + 8 tokenize + 1 tokenizer_stats + 3 train
+    # + 3 evaluate + collect + fit
+    assert len(children) == 20
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
     assert all(r.info.status == "FINISHED" for r in children)
     rules = sorted(r.data.tags["lmscaling.rule"] for r in children)
-    assert rules.count("train_model") == 3 and rules.count("tokenize") == 4
+    assert rules.count("train_model") == 3 and rules.count("tokenize") == 8
     train = [r for r in children if r.data.tags["lmscaling.rule"] == "train_model"]
     for run in train:
         history = client.get_metric_history(run.info.run_id, "loss")
         assert len(history) >= 5
         assert run.data.metrics["N"] > 0
+    evaluate = [r for r in children if r.data.tags["lmscaling.rule"] == "evaluate"]
+    for run in evaluate:  # loss against tokens seen, one step per checkpoint
+        history = client.get_metric_history(run.info.run_id, "urllib/all.loss")
+        steps = sorted(m.step for m in history)
+        assert len(steps) == 2 and steps[0] < steps[1]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert "scaling_law.png" in artifacts
 
@@ -122,6 +189,7 @@ def test_mlflow_store(tiny_run):
 def _write_config(tmp_path: Path, corpus: dict) -> Path:
     config = yaml.safe_load(TINY.read_text())
     config["corpora"] = {"bad": corpus}
+    config["eval"]["heldout_corpora"] = []
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

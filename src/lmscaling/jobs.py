@@ -48,6 +48,9 @@ def known_errors() -> tuple[type[BaseException], ...]:
         ("lmscaling.tokenizer", "TokenizerError"),
         ("lmscaling.fit", "FitError"),
         ("lmscaling.tracking", "TrackingError"),
+        ("lmscaling.points", "PointsError"),
+        ("lmscaling.evaluate", "EvalError"),
+        ("lmscaling.model", "CheckpointError"),
     ):
         try:
             found.append(getattr(importlib.import_module(module), name))

@@ -1,4 +1,4 @@
-# Helpers shared by every rule file: config validation, names, paths and input functions.
+# Helpers shared by the rule files (config validation, names, paths, input functions).
 # Rule files hold rules only.
 
 import os
@@ -10,20 +10,33 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # The package under src/ holds every stage's logic; jobs (local, conda or cluster) import it
-# from the checkout through PYTHONPATH, so a conda env needs only the third-party packages.
+# from the checkout, so a conda env needs only the third-party packages: `script:` jobs through
+# sys.path (Snakemake hands this process's sys.path to each script), processes they start
+# (torchrun workers) through PYTHONPATH, which the profiles keep inside conda environments
+# (conda-not-block-search-path-envvars) and SLURM passes on to jobs (sbatch --export=ALL).
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH", "")) if p)
 )
 
-from lmscaling.config import ConfigError, check_config, model_grid
+from lmscaling.config import (
+    MODEL_ID_RE,
+    ConfigError,
+    check_config,
+    checkpoint_name,
+    model_grid,
+)
 from lmscaling.data import (
     CorpusError,
     corpus_spec_from_config,
+    data_options_from_config,
+    mixture_probabilities,
+    plan_map_tasks,
     resolve_inputs,
     shard_names,
 )
+from lmscaling.points import check_eval_config, eval_sets, training_corpora
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 try:
@@ -34,6 +47,18 @@ try:
     }
     # Missing files and empty globs stop the workflow here, before any job.
     CORPUS_INPUTS = {name: resolve_inputs(spec) for name, spec in CORPORA.items()}
+    # Input files grouped into map jobs (fixed at parse time; outputs do not depend on it).
+    DATA_OPTIONS = data_options_from_config(config["data"])
+    CORPUS_TASKS = {
+        name: plan_map_tasks(files, DATA_OPTIONS.map_task_bytes)
+        for name, files in CORPUS_INPUTS.items()
+    }
+    check_eval_config(config)
+    # Held-out corpora (eval.heldout_corpora) are prepared and tokenized, never trained on.
+    TRAIN_CORPORA = training_corpora(config)
+    EVAL_SETS = eval_sets(config)
+    # Sampling probability of each training corpus (corpora.<name>.weight, normalized).
+    MIXTURE = mixture_probabilities({c: config["corpora"][c] for c in TRAIN_CORPORA})
 except (ConfigError, CorpusError) as err:
     raise WorkflowError(f"Invalid configuration: {err}") from None
 
@@ -49,7 +74,8 @@ wildcard_constraints:
     tokenizer="[A-Za-z0-9][A-Za-z0-9._-]*",
     split="train|val",
     shard="[0-9]{5}",
-    model="L[0-9]+-D[0-9]+",
+    task="[0-9]{5}",
+    model=MODEL_ID_RE,
 
 
 def job_attempt(wildcards, attempt):
@@ -69,26 +95,97 @@ def corpus_shards(corpus, split=None):
     )
 
 
-def token_shards(tokenizer, split):
-    """Token arrays of every corpus for one tokenizer and split."""
+def token_shards(tokenizer, split, corpora=None):
+    """Token arrays of the training corpora (or of `corpora`) for one tokenizer and split(s)."""
     return expand(
         "{results}/tokens/{tokenizer}/{corpus}/{split}/part-{shard}.bin",
         results=RESULTS,
         tokenizer=tokenizer,
-        corpus=list(CORPORA),
+        corpus=TRAIN_CORPORA if corpora is None else corpora,
         split=split,
         shard=SHARDS,
     )
 
 
 def train_parquet_shards(wildcards):
-    """Train-split Parquet shards of every corpus (tokenizers never see val)."""
-    return [p for corpus in CORPORA for p in corpus_shards(corpus, "train")]
+    """Train-split Parquet shards of the training corpora (never val, never held-out corpora)."""
+    return [p for corpus in TRAIN_CORPORA for p in corpus_shards(corpus, "train")]
 
 
-def corpus_raw_inputs(wildcards):
-    """Raw input files of one corpus (so editing an input reruns its preparation)."""
-    return [str(p) for p in CORPUS_INPUTS[wildcards.corpus]]
+def _raw_input(f):
+    """A local input path, or a remote one through Snakemake's HTTP storage plugin."""
+    return storage.http(f.url) if f.url else f.path
+
+
+def corpus_tasks(corpus):
+    """Map task ids of one corpus: "00000", "00001", ..."""
+    return [f"{i:05d}" for i in range(len(CORPUS_TASKS[corpus]))]
+
+
+def corpus_task_files(wildcards):
+    """Input files of one map task, as dicts (lmscaling.data.InputFile.to_dict)."""
+    return [f.to_dict() for f in CORPUS_TASKS[wildcards.corpus][int(wildcards.task)]]
+
+
+def corpus_task_inputs(wildcards):
+    """Files one map task reads: local paths, remote ones fetched by Snakemake HTTP storage.
+
+    Editing a local input reruns its map job; a remote one is checked against its sha256 pin.
+    """
+    task = CORPUS_TASKS[wildcards.corpus][int(wildcards.task)]
+    return [_raw_input(f) for f in task if f.path or f.url]
+
+
+def corpus_map_outputs(wildcards):
+    """Map outputs (Parquet) of one corpus, in task order."""
+    return expand(
+        "{results}/prepare/{corpus}/map/{task}.parquet",
+        results=RESULTS,
+        corpus=wildcards.corpus,
+        task=corpus_tasks(wildcards.corpus),
+    )
+
+
+def corpus_map_stats(wildcards):
+    """Map statistics (JSON) of one corpus, in task order."""
+    return [p[: -len(".parquet")] + ".json" for p in corpus_map_outputs(wildcards)]
+
+
+def corpus_neardup_input(wildcards):
+    """The near-duplicate list of one corpus when its dedup.near is on, else nothing."""
+    if CORPORA[wildcards.corpus].near_dedup is None:
+        return []
+    return [f"{RESULTS}/prepare/{wildcards.corpus}/neardup.parquet"]
+
+
+def eval_set_shards(tokenizer):
+    """{eval set name: token shards} for one tokenizer: "<corpus>/val" per training corpus,
+    "<corpus>/all" (both splits) per held-out corpus (lmscaling.points.eval_sets)."""
+    return {
+        s.name: token_shards(tokenizer, list(s.splits), [s.corpus]) for s in EVAL_SETS
+    }
+
+
+def eval_token_shards(wildcards):
+    """Token shards of every evaluation set of one tokenizer (input of rule evaluate)."""
+    return [p for paths in eval_set_shards(wildcards.tokenizer).values() for p in paths]
+
+
+def model_checkpoints(tokenizer, model):
+    """{checkpoint name: file} of one model: the intermediate checkpoints, then "final"."""
+    base = f"{RESULTS}/models/{tokenizer}/{model}"
+    files = {name: f"{base}/checkpoints/{name}.pt" for name in checkpoint_names()}
+    return {**files, "final": f"{base}/model.pt"}
+
+
+def model_checkpoint_files(wildcards):
+    """Every checkpoint file of one model (input of rule evaluate)."""
+    return list(model_checkpoints(wildcards.tokenizer, wildcards.model).values())
+
+
+def checkpoint_names():
+    """Names of the intermediate checkpoints of every model, e.g. ["frac-0.5"]."""
+    return [checkpoint_name(f) for f in config["train"]["checkpoint_fractions"]]
 
 
 def model_outputs():
@@ -101,16 +198,30 @@ def model_outputs():
     )
 
 
+def tokenizer_manifests():
+    """Manifest (checksums, counts, bytes/token, vocabulary use) of every tokenizer's shards."""
+    return expand(
+        "{results}/tokens/{tokenizer}/manifest.json",
+        results=RESULTS,
+        tokenizer=TOKENIZERS,
+    )
+
+
+def tokenized_shards(wildcards):
+    """Every token shard of one tokenizer: both splits of every corpus (rule tokenizer_stats)."""
+    return token_shards(wildcards.tokenizer, SPLITS, list(CORPORA))
+
+
 def get_final_outputs():
-    """Targets of `rule all`: the fit and its plots."""
-    return [
-        f"{RESULTS}/fit/scaling_law.json",
-        f"{RESULTS}/fit/scaling_law.png",
-        f"{RESULTS}/fit/scaling_law.svg",
+    """Targets of the default target (rule all), i.e. the fit (JSON) and its figures."""
+    figures = ("scaling_law", "residuals", "isoflop")
+    return [f"{RESULTS}/fit/scaling_law.json"] + [
+        f"{RESULTS}/fit/{figure}.{ext}" for figure in figures for ext in ("png", "svg")
     ]
 
 
 def tracking_enabled():
+    """Whether this workflow tracks its runs in MLflow (config mlflow.enabled)."""
     return bool(config["mlflow"]["enabled"])
 
 
@@ -119,12 +230,15 @@ def start_parent_run():
 
     Runs from `onstart`, which Snakemake calls only when jobs are about to run, so a dry run or a
     run with nothing to do creates no run, and each invocation that runs jobs gets one parent.
+    Jobs find it through PARENT_JSON (a param of every rule), read when they start.
     """
-    if not tracking_enabled():
-        return
     from lmscaling import tracking
 
-    uri = tracking.resolve_tracking_uri(RESULTS, config["mlflow"]["tracking_uri"])
+    if not tracking_enabled():
+        tracking.disable_parent(PARENT_JSON)  # jobs must not log into an older parent
+        return
+    opts = config["mlflow"]
+    uri = tracking.resolve_tracking_uri(RESULTS, opts["tracking_uri"])
     try:
         info = tracking.start_parent(
             uri,
@@ -133,20 +247,41 @@ def start_parent_run():
             params=config,
             run_name=f"workflow {time.strftime('%Y-%m-%d %H:%M:%S')}",
             tags={"lmscaling.config_hash": tracking.config_hash(config)},
+            mode=opts["mode"],
+            required=opts["required"],
+            log_models=opts["log_models"],
         )
     except tracking.TrackingError as err:
-        raise WorkflowError(f"MLflow tracking: {err}") from None
-    logger.info(f"MLflow: parent run {info['parent_run_id']} in {uri}")
+        raise WorkflowError(
+            f"MLflow tracking: {err}\nStart the server, fix mlflow.tracking_uri / "
+            "MLFLOW_TRACKING_URI, or set mlflow.required: false to run offline and replay "
+            "the records later (python -m lmscaling.replay)."
+        ) from None
+    if info["mode"] == "online":
+        logger.info(f"MLflow: parent run {info['parent_run_id']} in {uri}")
+    else:
+        logger.info(
+            f"MLflow: offline; records under {RESULTS}/mlflow/{info['records']}, "
+            f"replayed into {uri} when the workflow ends"
+        )
 
 
 def finish_parent_run(status):
-    """End the parent run (onsuccess/onerror) and attach the fit and its plots."""
+    """End the parent run (onsuccess/onerror) and attach the fit, its plots and the points table.
+
+    Then every record of this invocation that is not in the store yet (offline: all of them)
+    is replayed into it.
+    """
     if not tracking_enabled() or not os.path.exists(PARENT_JSON):
         return
     from lmscaling import tracking
 
-    artifacts = [f for f in get_final_outputs() if os.path.exists(f)]
-    artifacts += [f"{RESULTS}/eval/points.csv"]
-    tracking.finish_parent(
-        PARENT_JSON, status, artifacts=[f for f in artifacts if os.path.exists(f)]
-    )
+    artifacts = get_final_outputs() + [f"{RESULTS}/eval/points.csv"]
+    try:
+        tracking.finish_parent(
+            PARENT_JSON, status, artifacts=[f for f in artifacts if os.path.exists(f)]
+        )
+    except tracking.TrackingError as err:
+        raise WorkflowError(
+            f"MLflow tracking: {err}\nEvery output is complete; only tracking is missing."
+        ) from None
