@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -51,3 +54,33 @@ def train_shards(tmp_path: Path) -> list[Path]:
         write_shard(tmp_path / "train" / "part-00000.parquet", texts[:200]),
         write_shard(tmp_path / "train" / "part-00001.parquet", texts[200:]),
     ]
+
+
+TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
+
+
+def run_snakemake(
+    workdir: Path,
+    *args: str,
+    config: Path = TINY_CONFIG,
+    cores: int = 2,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 1200,
+) -> subprocess.CompletedProcess:
+    """Run the workflow in ``workdir`` with ``config`` (the tiny one by default).
+
+    ``MLFLOW_*`` variables of the calling shell are dropped so every run tracks into its own
+    ``workdir``; ``env`` adds or overrides variables. With ``check`` a non-zero exit raises
+    AssertionError carrying the end of Snakemake's stderr.
+    """
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+    cmd += ["--directory", str(workdir), "--configfile", str(config), "--cores", str(cores)]
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, env=full_env, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stderr[-6000:]}")
+    return proc

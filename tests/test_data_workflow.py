@@ -11,7 +11,6 @@ import contextlib
 import gzip
 import hashlib
 import json
-import os
 import random
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_snakemake
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -85,22 +85,7 @@ def make_config(tmp: Path, base_url: str, sha256: str) -> Path:
 
 
 def snakemake(workdir: Path, config: Path, cores: int, *targets: str):
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(config),
-        "--cores",
-        str(cores),
-        *targets,
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    return run_snakemake(workdir, *targets, config=config, cores=cores, check=False, timeout=600)
 
 
 TARGETS = [f"results/data/{c}/manifest.json" for c in ("web", "remote")]

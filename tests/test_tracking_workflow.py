@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import run_snakemake
 from mlflow.tracking import MlflowClient
 
 from lmscaling import tracking
@@ -53,11 +54,8 @@ def _config(tmp: Path, **mlflow: Any) -> Path:
 
 
 def _snakemake(workdir: Path, config: Path, tracking_uri: str, *args: str):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
-    cmd += ["--directory", str(workdir), "--configfile", str(config), "--cores", "2", *args]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_TRACKING_URI"] = tracking_uri
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+    env = {"MLFLOW_TRACKING_URI": tracking_uri}
+    return run_snakemake(workdir, *args, config=config, check=False, env=env)
 
 
 def _rest(base: str, endpoint: str, body: dict[str, Any] | None = None, **query: Any) -> Any:
