@@ -90,3 +90,14 @@ def test_command_line_runs_the_command_on_claimed_gpus(tmp_path, monkeypatch, ca
     rc = main(["--count", "2", "--lock-dir", str(tmp_path), "--", sys.executable, "-c", code])
     assert rc == 0
     assert "seen 6,7" in capfd.readouterr().out
+
+
+def test_gpus_counted_with_nvidia_smi_without_cuda_init(tmp_path, monkeypatch):
+    fake = tmp_path / "nvidia-smi"
+    listing = "GPU 0: NVIDIA H100 (UUID: GPU-a)\nGPU 1: NVIDIA H100 (UUID: GPU-b)"
+    fake.write_text(f"#!/bin/sh\necho '{listing}'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert visible_gpus({}) == ["0", "1"]
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert visible_gpus({}) == []

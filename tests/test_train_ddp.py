@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import asdict
 
 import numpy as np
@@ -9,7 +11,16 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from lmscaling.distributed import FINAL_FILE, launch, torchrun_command, write_spec
+from lmscaling.distributed import (
+    FINAL_FILE,
+    LaunchError,
+    LayoutError,
+    launch,
+    slurm_head_node,
+    torchrun_command,
+    world_layout,
+    write_spec,
+)
 from lmscaling.model import GPTConfig, load_checkpoint
 from lmscaling.train import TrainConfig, train
 
@@ -31,7 +42,38 @@ def test_torchrun_command_names_module_and_spec():
     ]
 
 
-def test_two_gloo_processes_match_one_process_with_accumulation(tmp_path):
+def test_multi_node_command_and_layout():
+    cmd = torchrun_command(4, "spec.json", nnodes=2, rdzv_endpoint="gpu01:29500", rdzv_id="77")
+    assert cmd[:4] == ["srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1"]
+    assert cmd[5:8] == ["-m", "torch.distributed.run", "--nnodes=2"]
+    assert "--nproc_per_node=4" in cmd and "--rdzv_endpoint=gpu01:29500" in cmd
+    assert "--rdzv_id=77" in cmd and "--standalone" not in cmd
+    with pytest.raises(ValueError, match="rendezvous"):
+        torchrun_command(4, "spec.json", nnodes=2)
+    assert world_layout(0, 1) == (1, 1) and world_layout(8, 1) == (1, 8)
+    assert world_layout(8, 2) == (2, 4)
+    with pytest.raises(LayoutError, match="resources.gpu = 6 .* resources.nodes = 4"):
+        world_layout(6, 4)
+    with pytest.raises(LaunchError, match="SLURM allocation"):
+        slurm_head_node({})
+
+
+def _fake_slurm(bin_dir):
+    """``scontrol`` naming this host, and an ``srun`` that starts ``--nodes`` copies here."""
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho 127.0.0.1\n")
+    (bin_dir / "srun").write_text(
+        "#!/bin/bash\nn=1\nwhile [[ $1 == --* ]]; do\n"
+        "  case $1 in --nodes=*) n=${1#--nodes=};; esac; shift\ndone\n"
+        'for _ in $(seq "$n"); do "$@" & done\nstatus=0\n'
+        "for job in $(jobs -p); do wait $job || status=1; done\nexit $status\n"
+    )
+    for tool in ("scontrol", "srun"):
+        (bin_dir / tool).chmod(0o755)
+
+
+def _ddp_case(tmp_path):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     tokens = np.random.default_rng(0).integers(0, 64, 4000).astype("<u2")
     shard = tmp_path / "part-00000.bin"
     tokens.tofile(shard)
@@ -47,6 +89,35 @@ def test_two_gloo_processes_match_one_process_with_accumulation(tmp_path):
     )
     spec = tmp_path / "state" / "job.json"
     write_spec(spec, asdict(MODEL), asdict(cfg), [(str(shard), "uint16")], spec.parent, "L1-D32")
+    return tokens, cfg, spec
+
+
+def test_two_node_rendezvous_matches_standalone(tmp_path, monkeypatch):
+    """Two torchrun launchers (as srun starts one per node) meet through c10d and train."""
+    _fake_slurm(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    _, cfg, spec = _ddp_case(tmp_path / "nodes")
+    env = {"OMP_NUM_THREADS": "1", "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "n[1-2]"}
+    launch(1, spec, env={**env, "LMSCALING_RDZV_PORT": str(_free_port())}, nnodes=2)
+    _, extra = load_checkpoint(spec.parent / FINAL_FILE)
+
+    _, _, spec_one = _ddp_case(tmp_path / "standalone")
+    launch(2, spec_one, env={"OMP_NUM_THREADS": "1"})
+    _, extra_one = load_checkpoint(spec_one.parent / FINAL_FILE)
+    assert extra["summary"]["world_size"] == 2
+    assert [r["loss"] for r in extra["metrics"]] == pytest.approx(
+        [r["loss"] for r in extra_one["metrics"]], rel=1e-6
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_gloo_processes_match_one_process_with_accumulation(tmp_path):
+    tokens, cfg, spec = _ddp_case(tmp_path)
     launch(2, spec, env={"OMP_NUM_THREADS": "1"})
 
     model_ddp, extra = load_checkpoint(spec.parent / FINAL_FILE)

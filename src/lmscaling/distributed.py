@@ -8,6 +8,11 @@ DistributedDataParallel; rank 0 writes the resume file, the fraction checkpoints
 ``{state_dir}/final.pt`` (the model with ``extra = {"summary", "metrics"}``). The same code runs
 on CPU with gloo, e.g. ``torchrun --nproc_per_node 2`` on a laptop.
 
+Several nodes (a SLURM job with ``resources.nodes > 1``): :func:`launch` starts one torchrun
+launcher per node with ``srun --nodes N --ntasks-per-node 1``; the launchers meet through the
+c10d rendezvous on the first node of the allocation (``--rdzv-endpoint HOST:PORT``, the SLURM job
+id as rendezvous id) and each starts its node's workers.
+
 Spec (JSON): ``{"model": GPTConfig fields, "train": TrainConfig fields, "token_files":
 [[path, dtype], ...], "state_dir": path, "name": model id}``.
 """
@@ -36,34 +41,115 @@ class LaunchError(RuntimeError):
     """A torchrun worker group exited with an error."""
 
 
-def torchrun_command(nproc: int, spec_path: str | os.PathLike[str]) -> list[str]:
-    """The ``torchrun`` command line (as ``python -m torch.distributed.run``) for a spec."""
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "lmscaling.distributed",
-        str(spec_path),
-    ]
+RDZV_PORT = 29500
 
 
-def launch(nproc: int, spec_path: str | os.PathLike[str], env: dict | None = None) -> None:
-    """Run ``nproc`` workers on this machine for the job spec at ``spec_path`` and wait.
+class LayoutError(ValueError):
+    """The job's GPU and node counts do not give a whole number of workers per node."""
 
-    Worker output goes to this process's stdout/stderr (the job log).
+
+def world_layout(gpus: int, nodes: int) -> tuple[int, int]:
+    """Split a job's GPUs over its nodes: ``(nnodes, nproc_per_node)``.
+
+    Args:
+        gpus: GPUs of the whole job (the rule's ``resources.gpu``); 0 or 1 trains in one process.
+        nodes: nodes of the job (the rule's ``resources.nodes``, default 1).
+
+    Raises:
+        LayoutError: ``nodes < 1``, or ``gpus`` not a multiple of ``nodes``.
+    """
+    if nodes < 1:
+        raise LayoutError(f"resources.nodes must be >= 1, got {nodes}")
+    if nodes == 1:
+        return 1, max(gpus, 1)
+    if gpus < nodes or gpus % nodes:
+        raise LayoutError(
+            f"resources.gpu = {gpus} does not split evenly over resources.nodes = {nodes} "
+            "(give the GPUs of the whole job, the same number on every node)"
+        )
+    return nodes, gpus // nodes
+
+
+def slurm_head_node(environ: dict[str, str] | None = None) -> str:
+    """First host of the SLURM allocation (``scontrol show hostnames $SLURM_JOB_NODELIST``).
+
+    Raises:
+        LaunchError: outside a SLURM job, or when ``scontrol`` fails.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    nodelist = environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST")
+    if not nodelist:
+        raise LaunchError(
+            "training on several nodes (resources.nodes > 1) needs a SLURM allocation: "
+            "run with --workflow-profile profiles/slurm"
+        )
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise LaunchError(f"cannot list the hosts of SLURM node list {nodelist!r}: {exc}") from exc
+    if not out:
+        raise LaunchError(f"SLURM node list {nodelist!r} names no host")
+    return out[0]
+
+
+def torchrun_command(
+    nproc: int,
+    spec_path: str | os.PathLike[str],
+    nnodes: int = 1,
+    rdzv_endpoint: str | None = None,
+    rdzv_id: str = "lmscaling",
+) -> list[str]:
+    """The ``torchrun`` command line (as ``python -m torch.distributed.run``) for a spec.
+
+    One node: ``--standalone``. Several nodes: ``srun`` starts one launcher per node, which
+    meet through c10d at ``rdzv_endpoint`` (``HOST:PORT``, required then).
+
+    Raises:
+        ValueError: several nodes without a rendezvous endpoint.
+    """
+    module = ["-m", "lmscaling.distributed", str(spec_path)]
+    run = [sys.executable, "-m", "torch.distributed.run"]
+    if nnodes <= 1:
+        return [*run, "--standalone", f"--nproc_per_node={nproc}", *module]
+    if not rdzv_endpoint:
+        raise ValueError("a job on several nodes needs a rendezvous endpoint (HOST:PORT)")
+    srun = ["srun", f"--nodes={nnodes}", f"--ntasks={nnodes}", "--ntasks-per-node=1"]
+    rdzv = ["--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint}", f"--rdzv_id={rdzv_id}"]
+    return [*srun, *run, f"--nnodes={nnodes}", f"--nproc_per_node={nproc}", *rdzv, *module]
+
+
+def launch(
+    nproc: int,
+    spec_path: str | os.PathLike[str],
+    env: dict | None = None,
+    nnodes: int = 1,
+) -> None:
+    """Run ``nproc`` workers on each of ``nnodes`` nodes for the job spec and wait.
+
+    Worker output goes to this process's stdout/stderr (the job log). Several nodes need a
+    SLURM allocation (the rendezvous host is its first node, the rendezvous id its job id).
 
     Raises:
         ValueError: when ``nproc < 1``.
-        LaunchError: when a worker fails (naming the exit status).
+        LaunchError: when a worker fails (naming the exit status), or several nodes are asked
+            for outside a SLURM allocation.
     """
     if nproc < 1:
         raise ValueError(f"nproc must be >= 1, got {nproc}")
-    cmd = torchrun_command(nproc, spec_path)
-    log.info("launching %d workers: %s", nproc, " ".join(cmd))
-    result = subprocess.run(cmd, env={**os.environ, **(env or {})}, check=False)
+    full_env = {**os.environ, **(env or {})}
+    endpoint, rdzv_id = None, "lmscaling"
+    if nnodes > 1:
+        endpoint = f"{slurm_head_node(full_env)}:{full_env.get('LMSCALING_RDZV_PORT', RDZV_PORT)}"
+        rdzv_id = full_env.get("SLURM_JOB_ID", rdzv_id)
+    cmd = torchrun_command(nproc, spec_path, nnodes, endpoint, rdzv_id)
+    log.info("launching %d x %d workers: %s", nnodes, nproc, " ".join(cmd))
+    result = subprocess.run(cmd, env=full_env, check=False)
     if result.returncode != 0:
         raise LaunchError(f"torchrun workers for {spec_path} exited with {result.returncode}")
 

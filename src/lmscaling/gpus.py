@@ -37,17 +37,27 @@ class GPUClaimError(ValueError):
 
 
 def visible_gpus(environ: MutableMapping[str, str] | None = None) -> list[str]:
-    """GPU ids this process may use: ``CUDA_VISIBLE_DEVICES`` when set, else every CUDA device.
+    """GPU ids this process may use: ``CUDA_VISIBLE_DEVICES`` when set, else every NVIDIA GPU.
+
+    The GPUs are counted with ``nvidia-smi -L``, not through PyTorch: initializing CUDA in this
+    process would fix its device list before :func:`claim_gpus` narrows it.
 
     Returns ids as strings ("0", "1", or UUIDs when the variable holds UUIDs); ``[]`` without
-    CUDA.
+    an NVIDIA driver.
     """
     environ = os.environ if environ is None else environ
     if ENV in environ:
         return [d.strip() for d in environ[ENV].split(",") if d.strip()]
-    import torch
-
-    return [str(i) for i in range(torch.cuda.device_count())]
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if listing.returncode != 0:
+        return []
+    gpus = [line for line in listing.stdout.splitlines() if line.startswith("GPU ")]
+    return [str(i) for i in range(len(gpus))]
 
 
 def _try_lock(path: Path):

@@ -51,6 +51,9 @@ def known_errors() -> tuple[type[BaseException], ...]:
         ("lmscaling.points", "PointsError"),
         ("lmscaling.evaluate", "EvalError"),
         ("lmscaling.model", "CheckpointError"),
+        ("lmscaling.gpus", "GPUClaimError"),
+        ("lmscaling.distributed", "LayoutError"),
+        ("lmscaling.distributed", "LaunchError"),
     ):
         try:
             found.append(getattr(importlib.import_module(module), name))

@@ -67,6 +67,7 @@ SHARDS = shard_names(config["data"]["num_shards"])
 TOKENIZERS = list(config["tokenizers"])
 RESULTS = "results"
 PARENT_JSON = f"{RESULTS}/mlflow/parent.json"
+GPU_LOCKS = f"{RESULTS}/.gpu-locks"  # one lock file per GPU in use (lmscaling.gpus)
 
 
 wildcard_constraints:

@@ -25,6 +25,7 @@ rule evaluate:
         eval=config["eval"],
         device=config["train"]["device"],
         parent=PARENT_JSON,
+        gpu_locks=GPU_LOCKS,
     script:
         "../scripts/evaluate_model.py"
 

@@ -37,5 +37,6 @@ rule train_model:
         seed=config["seed"],
         state_dir=lambda w: f"results/models/{w.tokenizer}/{w.model}/resume",
         parent=PARENT_JSON,
+        gpu_locks=GPU_LOCKS,
     script:
         "../scripts/train_model.py"

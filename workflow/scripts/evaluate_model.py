@@ -4,12 +4,14 @@ import torch
 
 from lmscaling import tracking
 from lmscaling.evaluate import evaluate_points
+from lmscaling.gpus import claim_gpus
 from lmscaling.io import write_json
 from lmscaling.jobs import configure_logging, guard
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 configure_logging(smk.log[0])
-with guard(smk.rule):
+gpus = int(getattr(smk.resources, "gpu", 0) or 0)
+with guard(smk.rule), claim_gpus(gpus, smk.params.gpu_locks):  # before CUDA is touched
     torch.set_num_threads(smk.threads)
     w, opts = smk.wildcards, smk.params.eval
     tags = tracking.job_tags(smk.rule, dict(w), smk.resources.attempt, smk.config)

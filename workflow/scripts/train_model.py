@@ -3,8 +3,10 @@
 Resumable: the run's state lives in ``params.state_dir`` (not a declared output, so Snakemake
 keeps it when a job fails); a rerun continues from its last resume file. The fraction
 checkpoints are staged there and copied to their declared paths at the end, then the state
-directory is removed. With more than one GPU (``resources.gpu``) the training runs under
-torchrun (lmscaling.distributed).
+directory is removed. The job claims its GPUs first (lmscaling.gpus: its own free GPUs on a
+workstation; the allocation's under SLURM). With more than one GPU (``resources.gpu``, the GPUs
+of the whole job) the training runs under torchrun, on ``resources.nodes`` nodes
+(lmscaling.distributed).
 """
 
 import csv
@@ -15,6 +17,8 @@ from pathlib import Path
 
 from lmscaling import tokenizer, tracking
 from lmscaling.config import checkpoint_name, train_settings
+from lmscaling.distributed import world_layout
+from lmscaling.gpus import claim_gpus
 from lmscaling.io import atomic_path, read_json, write_json
 from lmscaling.jobs import configure_logging, guard
 from lmscaling.model import GPTConfig, count_parameters, flops_per_token, save_checkpoint
@@ -23,7 +27,10 @@ from lmscaling.train import TrainConfig, clear_state, load_tokens, select_device
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 configure_logging(smk.log[0])
 log = logging.getLogger("lmscaling.train_model")
-with guard(smk.rule):
+gpus = int(getattr(smk.resources, "gpu", 0) or 0)
+nodes = int(getattr(smk.resources, "nodes", 1) or 1)
+# Claimed before anything touches CUDA, so that cuda:0 is this job's first GPU.
+with guard(smk.rule), claim_gpus(gpus if nodes == 1 else 0, smk.params.gpu_locks):
     shape, opts, models = smk.params.shape, smk.params.train, smk.params.models
     vocab_size = tokenizer.load_tokenizer(smk.input.tokenizer).get_vocab_size()
     model_cfg = GPTConfig(
@@ -64,25 +71,26 @@ with guard(smk.rule):
     token_files = [(p, read_json(Path(p).with_suffix(".json"))["dtype"]) for p in smk.input.tokens]
     shards = [s for path, dtype in token_files for s in load_tokens([path], dtype)]
     available = sum(len(s) for s in shards)
-    gpus = int(getattr(smk.resources, "gpu", 0) or 0)
-    nproc = gpus if gpus > 1 and select_device(opts["device"]).type == "cuda" else 1
+    nnodes, nproc = world_layout(gpus, nodes)
+    if select_device(opts["device"]).type != "cuda":
+        nnodes, nproc = 1, 1  # no GPU: one process on the CPU
 
     w = smk.wildcards
     tags = tracking.job_tags(smk.rule, dict(w), smk.resources.attempt, smk.config)
     params = {"model": asdict(model_cfg), "train": asdict(train_cfg), **counts}
-    params.update(model_id=w.model, tokenizer=w.tokenizer, world_size=nproc)
+    params.update(model_id=w.model, tokenizer=w.tokenizer, world_size=nnodes * nproc)
     params["flops_per_token"] = flops_per_token(model_cfg)
     log.info("%s: %s, FLOP/token %s", w.model, counts, params["flops_per_token"])
     with tracking.child_run(
         smk.params.parent, f"train/{w.tokenizer}/{w.model}", tags, params
     ) as run:
-        if nproc > 1:
+        if nnodes * nproc > 1:
             from lmscaling.distributed import FINAL_FILE, launch, write_spec
             from lmscaling.model import load_checkpoint
 
             spec = state_dir / "job.json"
             write_spec(spec, asdict(model_cfg), asdict(train_cfg), token_files, state_dir, w.model)
-            launch(nproc, spec)
+            launch(nproc, spec, nnodes=nnodes)
             model, extra = load_checkpoint(state_dir / FINAL_FILE)
             summary, rows = extra["summary"], extra["metrics"]
             run.log_metric_history(rows)
