@@ -290,9 +290,9 @@ def test_resolve_inputs_errors(cwd):
     (cwd / "x.parquet.gz").write_bytes(b"")
     with pytest.raises(CorpusError, match=r"x\.parquet\.gz: a compressed \.parquet"):
         resolve_inputs(files_spec("x.parquet.gz"))
-    (cwd / "pages.warc.gz").write_bytes(b"")
-    with pytest.raises(CorpusError, match=r"pages\.warc\.gz: WARC archives are not extracted"):
-        resolve_inputs(files_spec("pages.warc.gz"))
+    (cwd / "pages.arc.gz").write_bytes(b"")
+    with pytest.raises(CorpusError, match=r"pages\.arc\.gz: ARC archives \(convert them to WARC"):
+        resolve_inputs(files_spec("pages.arc.gz"))
     with pytest.raises(CorpusError, match=r"corpora\.c\.include/exclude"):
         resolve_inputs(files_spec("a.txt", exclude=("*.txt",)))
     (cwd / "empty_dir").mkdir()

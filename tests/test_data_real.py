@@ -15,7 +15,7 @@ import ftfy
 import pyarrow.parquet as pq
 import pytest
 
-from lmscaling.data import REMOVAL_REASONS, CorpusError, corpus_spec_from_config, prepare_corpus
+from lmscaling.data import REMOVAL_REASONS, corpus_spec_from_config, prepare_corpus
 
 CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "corpora"
 pytestmark = pytest.mark.skipif(not CORPORA.is_dir(), reason="../shared/testdata absent")
@@ -83,9 +83,17 @@ def test_dolma_with_web_quality_filters(tmp_path):
     assert not any("Skip to:[Main Navigation" in t for t in texts)
 
 
-def test_warc_is_refused_by_name(tmp_path):
-    with pytest.raises(CorpusError, match=r"sample-0000\.warc\.gz: WARC archives are not"):
-        run(tmp_path, "warc", {"paths": [str(CORPORA / "dolma-warc-html/sample-0000.warc.gz")]})
+def test_dolma_warc_main_text_without_scripts(tmp_path):
+    cfg = {"paths": [str(CORPORA / "dolma-warc-html/sample-0000.warc.gz")]}
+    m, rows = run_rows(tmp_path, "warc", cfg, val_fraction=0.5)
+    # 22 HTML responses, each kept under its target URI; the other records are counted.
+    assert m["documents_in"] == m["documents_out"] == 22
+    assert m["notes"]["warc_request_records"] == 22 and m["notes"]["warc_resource_records"] == 2
+    assert all(source.startswith("https://") for source in rows)
+    assert "Luca Soldaini" in rows["https://soldaini.net/"]
+    texts = "\n".join(rows.values())
+    for code in ("<script", "function(", "document.getElementById", "{display:", "</div>"):
+        assert code not in texts, code
 
 
 def test_tweet_irony_parquet_string_column(tmp_path):

@@ -30,6 +30,10 @@ CODE_DIRECTIVES = ("script", "shell", "notebook", "wrapper")
 OPTIONAL_IMPORTS = {
     # log_model_checkpoint (mlflow.pytorch) runs in train_model only, in envs/torch.yaml.
     "tracking.py": {"torch", "lmscaling.model"},
+    # Web pages and language identification are read and filtered in the data rules only
+    # (test_data_env_holds_the_web_extractors_and_language_model).
+    "readers.py": {"lmscaling.web"},
+    "filters.py": {"py3langid"},
 }
 
 
@@ -215,6 +219,19 @@ def test_driver_env_holds_what_the_snakefile_imports():
         probe.unlink()
     missing = needed - set(env_pins(ENVS / "mlflow.yaml"))
     assert not missing, f"envs/mlflow.yaml lacks {sorted(missing)}"
+
+
+def test_data_env_holds_the_web_extractors_and_language_model():
+    needed = required_packages(SRC / "web.py") | {"py3langid"}
+    assert {"fastwarc", "resiliparse"} <= needed
+    for name, (body, path) in rules().items():
+        if directive_value(body, "script") == "../scripts/prepare_map.py":
+            env = path.parent / directive_value(body, "conda")
+            missing = needed - set(env_pins(env))
+            assert not missing, f"rule {name}: {env.name} lacks {sorted(missing)}"
+            break
+    else:
+        raise AssertionError("no rule runs prepare_map.py")
 
 
 def test_required_packages_follows_library_imports(tmp_path):

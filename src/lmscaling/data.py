@@ -15,8 +15,9 @@ The work is split into steps that run as separate jobs (or in one process, see
 :func:`prepare_corpus`), so that more cores or cluster nodes speed it up:
 
 1. **map** (:func:`map_task`), one job per group of input files (:func:`plan_map_tasks`):
-   read (:mod:`lmscaling.readers`), clean (:func:`lmscaling.filters.clean_text`), length and
-   quality filters (Gopher, C4), then the sha256 digest of the cleaned text picks the shard.
+   read (:mod:`lmscaling.readers`; web pages through :mod:`lmscaling.web`), clean
+   (:func:`lmscaling.filters.clean_text`), length, language and quality filters (Gopher, C4),
+   then the sha256 digest of the cleaned text picks the shard.
    Documents go to one Parquet file, one row group per shard per flush, memory bounded by
    ``map_buffer_bytes``.
 2. **near-dup** (:func:`near_dup_task`, only when enabled), one job per corpus: MinHash LSH
@@ -69,6 +70,7 @@ from lmscaling.filters import (
     CleanOptions,
     GopherQuality,
     GopherRepetition,
+    LanguageFilter,
     QualityOptions,
     clean_text,
     filter_from_config,
@@ -79,6 +81,7 @@ from lmscaling.readers import (
     READ_REASONS,
     TEXT_UNITS,
     CorpusError,
+    ExtractOptions,
     InputFile,
     ReadOptions,
     Tally,
@@ -150,6 +153,7 @@ REMOVAL_REASONS = (
     "empty",
     "too_short",
     "too_long",
+    *LanguageFilter.REASONS,
     *GopherRepetition.REASONS,
     *GopherQuality.REASONS,
     *C4Filter.REASONS,
@@ -243,8 +247,10 @@ class CorpusSpec:
             (see :func:`mixture_probabilities`).
         min_chars, max_chars: documents with fewer / more characters after cleaning are
             removed (``too_short`` / ``too_long``; max_chars 0 = no limit).
-        read: reading policies (:class:`lmscaling.readers.ReadOptions`).
+        read: reading policies and web-page extraction (:class:`lmscaling.readers.ReadOptions`).
         clean: cleaning steps (:class:`lmscaling.filters.CleanOptions`).
+        language: language identification (:class:`lmscaling.filters.LanguageFilter`), or None
+            (off); it runs after the length checks, before the quality filters.
         quality: quality filters (:class:`lmscaling.filters.QualityOptions`), all off by default.
         exact_dedup: remove exact duplicates (same cleaned text) across the whole corpus.
         near_dedup: MinHash LSH near-duplicate removal options, or None (off).
@@ -268,6 +274,7 @@ class CorpusSpec:
     read: ReadOptions = field(default_factory=ReadOptions)
     clean: CleanOptions = field(default_factory=CleanOptions)
     quality: QualityOptions = field(default_factory=QualityOptions)
+    language: LanguageFilter | None = None
     exact_dedup: bool = True
     near_dedup: NearDupOptions | None = None
 
@@ -330,6 +337,8 @@ _TOP_KEYS = (
     "clean",
     "quality",
     "dedup",
+    "extract",
+    "language",
 )
 _CLEAN_KEYS = (
     *(f.name for f in CleanOptions.__dataclass_fields__.values()),
@@ -348,7 +357,10 @@ def corpus_spec_from_config(name: str, cfg: dict) -> CorpusSpec:
     :class:`~lmscaling.filters.CleanOptions` plus ``invalid_utf8``: replace/drop and ``utf16``:
     transcode/skip/error), ``quality`` (``gopher_repetition``, ``gopher_quality``, ``c4``: each
     false, true for the paper's thresholds, or a mapping of thresholds), ``dedup`` (``exact``:
-    bool; ``near``: false, true or a mapping of :class:`~lmscaling.dedup.NearDupOptions`).
+    bool; ``near``: false, true or a mapping of :class:`~lmscaling.dedup.NearDupOptions`),
+    ``extract`` (web pages: a mapping of :class:`~lmscaling.readers.ExtractOptions`),
+    ``language`` (false, true for English, or a mapping of
+    :class:`~lmscaling.filters.LanguageFilter`: ``keep``, ``min_probability``).
 
     Raises:
         CorpusError: naming ``corpora.<name>.<key>`` for an unknown, missing or invalid key.
@@ -401,9 +413,15 @@ def corpus_spec_from_config(name: str, cfg: dict) -> CorpusSpec:
         near = filter_from_config(NearDupOptions, dedup_cfg.get("near"), f"{key}.dedup.near")
         if near is not None:
             MinHasher(near)  # validates the options
+        language = filter_from_config(LanguageFilter, cfg.get("language"), f"{key}.language")
+        extract = filter_from_config(
+            ExtractOptions, _mapping(cfg.get("extract"), f"{key}.extract"), f"{key}.extract"
+        )
     except (TypeError, ValueError) as err:
         if isinstance(err, CorpusError):
             raise
+        if str(err).startswith("language."):  # LanguageFilter names its own keys
+            raise CorpusError(f"{key}.{err}") from None
         raise CorpusError(str(err) if str(err).startswith(key) else f"{key}: {err}") from None
     text_field = cfg.get("text_field", "text")
     text_unit = cfg.get("text_unit", "file")
@@ -430,9 +448,11 @@ def corpus_spec_from_config(name: str, cfg: dict) -> CorpusSpec:
             utf16=policies["utf16"],
             read_errors=policies["read_errors"],
             strip_bom=clean.strip_bom,
+            extract=extract,
         ),
         clean=clean,
         quality=quality,
+        language=language,
         exact_dedup=exact,
         near_dedup=near,
     )
@@ -839,6 +859,14 @@ def _filter(spec: CorpusSpec, raw: str, tally: Tally) -> tuple[str, str | None]:
         return text, "too_short"
     if spec.max_chars and len(text) > spec.max_chars:
         return text, "too_long"
+    if spec.language is not None:
+        try:
+            language, reason = spec.language(text)
+        except ValueError as err:  # a code of language.keep the model does not know
+            raise CorpusError(f"corpora.{spec.name}.{err}") from None
+        tally.note(f"language_{'removed' if reason else 'kept'}.{language}")
+        if reason is not None:
+            return text, reason
     text, reason, lines_removed = spec.quality(text)
     if lines_removed:
         tally.note("c4_lines_removed", lines_removed)
@@ -948,10 +976,14 @@ class _ShardWriter:
             self._buffered = 0
 
     def close(self) -> None:
-        """Write the last row group and the footer; a second call does nothing."""
-        if self._writer is not None:
+        """Write the last row group and the footer; later calls (also after a failed one, e.g.
+        on a full disk, whose error must not be masked) do nothing."""
+        if self._writer is None:
+            return
+        try:
             self._flush()
             self._writer.close()
+        finally:
             self._writer = None
 
 
@@ -1151,7 +1183,7 @@ def publish_corpus(
         "val_fraction": opts.val_fraction,
         "min_chars": spec.min_chars,
         "max_chars": spec.max_chars,
-        "settings": _settings(spec),
+        "settings": _as_json(_settings(spec)),
         "documents_in": documents_in,
         "documents_out": documents_out,
         "bytes_in": bytes_in,
@@ -1171,6 +1203,15 @@ def publish_corpus(
     return manifest
 
 
+def _as_json(value):
+    """``value`` with tuples as lists, so the manifest equals its JSON file."""
+    if isinstance(value, dict):
+        return {k: _as_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_json(v) for v in value]
+    return value
+
+
 def _settings(spec: CorpusSpec) -> dict:
     return {
         "format": spec.format,
@@ -1184,6 +1225,7 @@ def _settings(spec: CorpusSpec) -> dict:
                 ("c4", spec.quality.c4),
             )
         },
+        "language": None if spec.language is None else asdict(spec.language),
         "dedup": {
             "exact": spec.exact_dedup,
             "near": None if spec.near_dedup is None else asdict(spec.near_dedup),

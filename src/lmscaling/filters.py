@@ -9,14 +9,18 @@ switchable. Quality filters decide whether a document is kept and say why not:
   Table A1;
 - :class:`C4Filter`: the C4 rules of Raffel et al. 2020 ("Exploring the Limits of Transfer
   Learning with a Unified Text-to-Text Transformer"), Section 2.2, with the constants of the
-  paper's reference implementation (TensorFlow Datasets ``c4_utils``); it also removes lines.
+  paper's reference implementation (TensorFlow Datasets ``c4_utils``); it also removes lines;
+- :class:`LanguageFilter`: language identification with py3langid (Lui and Baldwin 2012), whose
+  model ships inside the package (nothing is downloaded at run time).
 
-Every threshold defaults to the paper's value. Words are whitespace-separated tokens (as in
-Dolma's Gopher tagger); lines are split on ``\\n`` only; paragraphs on two or more newlines.
+Every Gopher and C4 threshold defaults to the paper's value. Words are whitespace-separated
+tokens (as in Dolma's Gopher tagger); lines are split on ``\\n`` only; paragraphs on two or more
+newlines.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import unicodedata
@@ -381,6 +385,72 @@ class QualityOptions:
         if self.c4 is not None:
             return self.c4(text)
         return text, None, 0
+
+
+_LANGUAGE_CODE_RE = re.compile("[a-z]{2,3}")
+
+
+@functools.cache
+def _language_identifier():
+    """py3langid's model with normalized probabilities and its language codes (loaded once)."""
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    return identifier, frozenset(identifier.nb_classes)
+
+
+@dataclass(frozen=True)
+class LanguageFilter:
+    """Keep documents in the languages of ``keep`` (``corpora.<name>.language``).
+
+    The language is the most probable class of py3langid's naive Bayes model over byte n-grams
+    (Lui and Baldwin 2012, "langid.py: An Off-the-shelf Language Identification Tool"; ISO 639-1
+    codes such as ``en``, ``de``, ``zh``), with its probability normalized over all the model's
+    languages. A document is kept when its language is in ``keep`` with probability at least
+    ``min_probability``; otherwise it is removed with reason ``language``. Web pipelines filter
+    the same way with other identifiers: C4 keeps English at probability >= 0.99 by
+    langdetect (Raffel et al. 2020, Section 2.2), RefinedWeb at >= 0.65 by fastText (Penedo et
+    al. 2023, Section 3.1); py3langid's probabilities are on their own scale, so the default
+    0.5 is this package's choice, not a paper's.
+    """
+
+    keep: tuple[str, ...] = ("en",)
+    min_probability: float = 0.5
+
+    REASONS = ("language",)
+
+    def __post_init__(self) -> None:
+        if not self.keep or not all(
+            isinstance(c, str) and _LANGUAGE_CODE_RE.fullmatch(c) for c in self.keep
+        ):
+            raise ValueError(
+                f"language.keep: expected a list of ISO 639 codes like en, got {list(self.keep)}"
+            )
+        if not 0.0 <= self.min_probability <= 1.0:
+            raise ValueError(
+                f"language.min_probability: must be in [0, 1], got {self.min_probability}"
+            )
+
+    def identify(self, text: str) -> tuple[str, float]:
+        """``(language code, probability)`` of ``text``.
+
+        Raises:
+            ValueError: naming ``language.keep`` when it holds a code the model does not know.
+        """
+        identifier, known = _language_identifier()
+        unknown = sorted(set(self.keep) - known)
+        if unknown:
+            raise ValueError(
+                f"language.keep: {unknown} not among py3langid's languages {sorted(known)}"
+            )
+        language, probability = identifier.classify(text)
+        return language, probability
+
+    def __call__(self, text: str) -> tuple[str, str | None]:
+        """``(detected language, "language" when removed else None)``."""
+        language, probability = self.identify(text)
+        kept = language in self.keep and probability >= self.min_probability
+        return language, None if kept else "language"
 
 
 def filter_from_config(cls, value, key: str):

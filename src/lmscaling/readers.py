@@ -17,7 +17,9 @@ parse time). :func:`read_file` streams ``(source_id, text)`` documents out of on
 Formats: plain text (one document per file, per line or per blank-line-separated block), JSON
 Lines (``.jsonl``/``.ndjson``, and ``.json`` holding either JSON lines or one JSON array),
 Parquet (``string`` or ``large_string`` column, read in record batches), CSV and TSV (a header
-row names the columns). WARC/HTML is not extracted here: such files are refused by name.
+row names the columns), and web pages: HTML (one page per file) and WARC archives (one document
+per HTML response), whose main text is extracted by :mod:`lmscaling.web`. ARC archives are
+refused by name.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import zstandard
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("auto", "text", "jsonl", "json", "parquet", "csv", "tsv")
+FORMATS = ("auto", "text", "jsonl", "json", "parquet", "csv", "tsv", "html", "warc")
 """``format`` of a corpus: ``auto`` picks one per file from its extension."""
 
 TEXT_UNITS = ("file", "line", "paragraph")
@@ -62,8 +64,14 @@ READ_REASONS = (
     "invalid_json",
     "missing_text_field",
     "invalid_utf8",
+    "not_html",
+    "http_status",
+    "broken_record",
+    "undecodable",
+    "no_text",
 )
-"""Reasons a record is removed while reading (see :func:`read_file`)."""
+"""Reasons a record is removed while reading (see :func:`read_file`; the last five are the web
+formats', see :mod:`lmscaling.web`)."""
 
 _EXTENSIONS = {
     ".txt": "text",
@@ -76,17 +84,17 @@ _EXTENSIONS = {
     ".parquet": "parquet",
     ".csv": "csv",
     ".tsv": "tsv",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".warc": "warc",
 }
 _COMPRESSION_SUFFIXES = (".gz", ".zst", ".zstd", ".bz2", ".xz")
-_REFUSED = {
-    ".warc": "WARC archives",
-    ".html": "HTML pages",
-    ".htm": "HTML pages",
-    ".arc": "ARC archives",
-}
+_REFUSED = {".arc": "ARC archives (convert them to WARC)"}
 _SUPPORTED = (
     ".txt .text .md .py (plain text), .jsonl .ndjson .json (JSON lines or a JSON array), "
-    ".parquet, .csv, .tsv; each but .parquet optionally .gz .zst .bz2 .xz"
+    ".parquet, .csv, .tsv, .html .htm .xhtml (one page per file), .warc; each but .parquet "
+    "optionally .gz .zst .bz2 .xz (.warc also .lz4)"
 )
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _SNIFF_BYTES = 1 << 16
@@ -131,6 +139,40 @@ class InputFile:
 
 
 @dataclass(frozen=True)
+class ExtractOptions:
+    """How web pages become text (keys of ``corpora.<name>.extract``; formats html and warc).
+
+    The booleans are the options of Resiliparse's ``extract_plain_text``, with its defaults
+    except ``main_content``.
+
+    Attributes:
+        main_content: keep only the main content: navigation, headers, footers, sidebars and
+            other boilerplate blocks are removed by Resiliparse's heuristics.
+        preserve_formatting: keep line breaks between blocks and paragraphs (the line and
+            paragraph structure the Gopher and C4 filters read).
+        list_bullets: prefix list items with a bullet.
+        alt_texts: keep the alternative text of images.
+        links: append link targets to link texts.
+        form_fields: keep the text of form fields.
+        noscript: keep the content of ``<noscript>`` elements.
+        comments: keep comment sections (of blogs, forums) as main content.
+        content_types: HTTP ``Content-Type`` values (without parameters) of WARC responses that
+            are extracted; a response without one is extracted when its first bytes look like
+            HTML.
+    """
+
+    main_content: bool = True
+    preserve_formatting: bool = True
+    list_bullets: bool = True
+    alt_texts: bool = True
+    links: bool = False
+    form_fields: bool = False
+    noscript: bool = False
+    comments: bool = True
+    content_types: tuple[str, ...] = ("text/html", "application/xhtml+xml")
+
+
+@dataclass(frozen=True)
 class ReadOptions:
     """How records are read from files (keys of ``corpora.<name>``).
 
@@ -145,6 +187,7 @@ class ReadOptions:
             the file and the last record read) or ``skip`` (documents read before the damage are
             kept, the rest of the file counts as one removal, reason ``unreadable``).
         strip_bom: drop a UTF-8 byte-order mark at the start of a file.
+        extract: how web pages (formats html and warc) become text.
     """
 
     text_field: str = "text"
@@ -153,6 +196,7 @@ class ReadOptions:
     utf16: str = "transcode"
     read_errors: str = "error"
     strip_bom: bool = True
+    extract: ExtractOptions = field(default_factory=ExtractOptions)
 
 
 @dataclass
@@ -218,15 +262,14 @@ def file_format(name: str, configured: str = "auto") -> str:
     """
     lower = urlparse(name).path.lower() if "://" in name else name.lower()
     stem, suffix = os.path.splitext(lower)
-    compressed = suffix in _COMPRESSION_SUFFIXES
+    compressed = suffix in _COMPRESSION_SUFFIXES or (suffix == ".lz4" and stem.endswith(".warc"))
     if compressed:
         stem, suffix = os.path.splitext(stem)
     if configured != "auto":
         kind = configured
     elif suffix in _REFUSED:
         raise CorpusError(
-            f"{name}: {_REFUSED[suffix]} are not extracted by prepare_corpus; extract the "
-            f"text first (e.g. with trafilatura) into .jsonl or .txt; supported: {_SUPPORTED}"
+            f"{name}: {_REFUSED[suffix]} are not read by prepare_corpus; supported: {_SUPPORTED}"
         )
     elif suffix not in _EXTENSIONS:
         raise CorpusError(f"{name}: unsupported file type; supported: {_SUPPORTED}")
@@ -324,9 +367,14 @@ class _ZstdReader(io.RawIOBase):
         self._obj = self._dctx.decompressobj()
         self._in_frame = False
         self._pending = b""
+        self._position = 0
 
     def readable(self) -> bool:
         return True
+
+    def tell(self) -> int:
+        """Decompressed bytes returned so far (FastWARC asks a stream for its position)."""
+        return self._position
 
     def readinto(self, buffer) -> int:
         while not self._pending:
@@ -344,6 +392,7 @@ class _ZstdReader(io.RawIOBase):
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]
         self._pending = self._pending[n:]
+        self._position += n
         return n
 
     def close(self) -> None:
@@ -423,18 +472,22 @@ def read_file(
 
     Source ids: ``name`` for a whole-file document; ``name:line`` (1-based) for a line, a
     paragraph (its first line) or a JSON line; ``name:row`` (0-based) for Parquet rows, JSON
-    array items and CSV records (0-based, header excluded). The text is decoded, not cleaned.
+    array items and CSV records (0-based, header excluded); for web formats see
+    :func:`lmscaling.web.read_html` and :func:`lmscaling.web.read_warc`. The text is decoded,
+    not cleaned.
 
     Counted in ``tally`` (reason, bytes, example), never dropped silently: ``empty_file`` (no
     byte after decompression; one removal), ``binary`` (see :func:`sniff_encoding`: the file is
     one removal), ``utf16`` (policy ``skip``), ``invalid_json``, ``missing_text_field`` (a
     record without a string value), ``invalid_utf8`` (policy ``drop``), ``unreadable`` (policy
-    ``skip``). Notes: ``invalid_utf8_replaced``, ``utf16_transcoded``.
+    ``skip``), and for web pages ``not_html``, ``http_status``, ``broken_record``,
+    ``undecodable``, ``no_text``. Notes: ``invalid_utf8_replaced``, ``utf16_transcoded``.
 
     Raises:
         CorpusError: naming the file (and the last record read) for a truncated or corrupt file
-            under ``read_errors: error``, a UTF-16 file under ``utf16: error``, a Parquet/CSV
-            file without the text column, or a non-string Parquet column.
+            (a WARC record cut short included) under ``read_errors: error``, a UTF-16 file
+            under ``utf16: error``, a Parquet/CSV file without the text column, or a
+            non-string Parquet column.
     """
     done = 0
     try:
@@ -446,6 +499,15 @@ def read_file(
             return
         if f.format == "parquet":
             for doc in _read_parquet(f, opts, tally, key):
+                done += 1
+                yield doc
+            return
+        if f.format in ("html", "warc"):
+            # Imported here: parsing a config (the workflow driver) does not need the extractors.
+            from lmscaling import web
+
+            pages = (web.read_warc if f.format == "warc" else web.read_html)(f, opts, tally)
+            for doc in pages:
                 done += 1
                 yield doc
             return
