@@ -9,12 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import lmscaling.model as model_mod
 from lmscaling.model import (
     GPT,
     CheckpointError,
     GPTConfig,
+    RMSNorm,
     apply_rotary,
     count_parameters,
+    linear_cross_entropy,
     load_checkpoint,
     model_id,
     rotary_tables,
@@ -190,13 +193,93 @@ def test_rotary_positions_matter():
 
 
 def test_rotary_dot_product_depends_only_on_offset():
-    cos, sin = rotary_tables(32, 8)  # (32, 1, 4)
+    cos, sin = rotary_tables(32, 8)  # (32, 1, 8)
     q = torch.randn(1, 1, 1, 8).expand(1, 32, 1, 8)  # same vector at every position
     k = torch.randn(1, 1, 1, 8).expand(1, 32, 1, 8)
     rq, rk = apply_rotary(q, cos, sin)[0, :, 0], apply_rotary(k, cos, sin)[0, :, 0]  # (32, 8)
     torch.testing.assert_close(rq.norm(dim=-1), q[0, :, 0].norm(dim=-1))  # a rotation
     torch.testing.assert_close(rq[5] @ rk[2], rq[20] @ rk[17], rtol=1e-5, atol=1e-5)
     assert abs(float(rq[5] @ rk[2] - rq[5] @ rk[3])) > 1e-4
+
+
+def test_rotary_matches_pairwise_rotation():
+    cos, sin = rotary_tables(16, 8)  # (16, 1, 8)
+    x = torch.randn(2, 16, 3, 8)
+    angles = torch.arange(16.0)[:, None] * 10000.0 ** (-torch.arange(0, 8, 2) / 8)  # (16, 4)
+    c, s = angles.cos()[:, None, :], angles.sin()[:, None, :]  # (16, 1, 4)
+    x1, x2 = x[..., :4], x[..., 4:]
+    expected = torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)  # pairs (i, i + 4)
+    torch.testing.assert_close(apply_rotary(x, cos, sin), expected)
+
+
+# --- CPU training fast paths ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vocab", [50, 1000])  # one chunk; several chunks and a ragged last one
+def test_linear_cross_entropy_matches_unfused(vocab):
+    torch.manual_seed(0)
+    h = torch.randn(300, 12, requires_grad=True)
+    weight = (0.5 * torch.randn(vocab, 12)).requires_grad_()
+    targets = torch.randint(0, vocab, (300,))
+    expected = F.cross_entropy(F.linear(h, weight), targets)
+    grads = torch.autograd.grad(2.5 * expected, (h, weight))
+    loss = linear_cross_entropy(h, weight, targets)
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
+    for got, want in zip(torch.autograd.grad(2.5 * loss, (h, weight)), grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_linear_cross_entropy_underflowing_target_probability_stays_exact():
+    torch.manual_seed(0)
+    h = (100 * torch.randn(10, 4)).requires_grad_()
+    weight = 100 * torch.randn(30, 4)
+    targets = torch.randint(0, 30, (10,))
+    expected = F.cross_entropy(F.linear(h, weight), targets)
+    assert expected.item() > 1000  # far beyond float32's smallest probability (~1e-38)
+    loss = linear_cross_entropy(h, weight, targets)
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_rmsnorm_matches_torch_forward_and_backward():
+    torch.manual_seed(0)
+    ours, reference = RMSNorm(24, eps=1e-6), torch.nn.RMSNorm(24, eps=1e-6)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 1.5)
+        reference.weight.copy_(ours.weight)
+    x = torch.randn(3, 5, 24, requires_grad=True)
+    upstream = torch.randn(3, 5, 24)
+    got = torch.autograd.grad(ours(x), (x, ours.weight), upstream)
+    want = torch.autograd.grad(reference(x), (x, reference.weight), upstream)
+    torch.testing.assert_close(ours(x), reference(x))
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x), rtol=0, atol=0)  # torch's own kernel
+
+
+@pytest.mark.parametrize(
+    ("norm", "position"), [("rmsnorm", "rope"), ("layernorm", "learned"), ("rmsnorm", "learned")]
+)
+def test_cpu_training_paths_match_plain_path(monkeypatch, norm, position):
+    """The training call (fused loss, RMSNorm backward, complex rotary) gives the plain
+    expressions' loss and gradients."""
+    torch.manual_seed(0)
+    model = GPT(tiny(norm=norm, position=position))
+    idx, targets = torch.randint(0, 50, (3, 16)), torch.randint(0, 50, (3, 16))
+    params = list(model.parameters())
+    monkeypatch.setattr(model_mod, "CPU_FAST_PATHS", False)
+    logits, loss = model(idx, targets)
+    expected = torch.autograd.grad(loss, params)
+    monkeypatch.setattr(model_mod, "CPU_FAST_PATHS", True)
+    none, fused = model(idx, targets, return_logits=False)
+    assert none is None and logits.shape == (3, 16, 50)
+    torch.testing.assert_close(fused, loss, rtol=1e-6, atol=1e-6)
+    for got, want in zip(torch.autograd.grad(fused, params), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(model(idx), logits, rtol=1e-5, atol=1e-5)  # the rotary path
+    with torch.no_grad():
+        none, plain = model(idx, targets, return_logits=False)
+    assert none is None and plain.item() == pytest.approx(loss.item(), rel=1e-6)
 
 
 def test_init_scales():

@@ -13,6 +13,13 @@ where Norm is RMSNorm (Zhang & Sennrich 2019, default) or LayerNorm without bias
 has a bias. Shapes use B = batch, T = sequence length, C = d_model, H = n_head,
 hd = head_dim = C // H, V = vocab_size.
 
+Training on CPU (gradients enabled, eager mode) takes fast paths that compute the same
+functions, to float32 rounding, in fewer passes over memory: RMSNorm with a hand-derived
+backward pass (:class:`RMSNorm`), the rotary embedding as one complex multiplication
+(:class:`CausalSelfAttention`) and, for ``model(idx, targets, return_logits=False)``, the LM head
+fused with the cross-entropy chunk by chunk (:func:`linear_cross_entropy`). CUDA and
+``torch.compile`` run the plain expressions; so does everything when ``CPU_FAST_PATHS`` is False.
+
 Parameter convention (Kaplan et al. 2020, sec. 2.1): ``N`` counts the non-embedding
 parameters, i.e. every trainable parameter except the token-embedding matrix, the learned
 position embedding (when used) and, when it is untied, the LM-head (unembedding) matrix. With
@@ -109,36 +116,105 @@ def model_id(n_layer: int, d_model: int) -> str:
 
 
 def rotary_tables(context_length: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine and sine tables for rotary embeddings, each ``(context_length, 1, head_dim // 2)``.
+    """Cosine and signed sine tables for rotary embeddings, each ``(context_length, 1, head_dim)``.
 
-    Angle for position ``t`` and pair ``i`` is ``t * ROPE_BASE**(-2 i / head_dim)``
-    (Su et al. 2021, RoFormer, eq. 15). The singleton axis broadcasts over heads.
+    Angle for position ``t`` and pair ``i`` is ``theta = t * ROPE_BASE**(-2 i / head_dim)``
+    (Su et al. 2021, RoFormer, eq. 15). Pair ``i`` is ``(x[i], x[i + hd/2])``; the tables hold
+    ``cos = [cos theta, cos theta]`` and ``sin = [-sin theta, sin theta]`` over the two halves, so
+    that :func:`apply_rotary` is one multiply-add. The singleton axis broadcasts over heads.
     """
     inv_freq = ROPE_BASE ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
     angles = torch.outer(torch.arange(context_length, dtype=torch.float64), inv_freq)
-    return angles.cos().float()[:, None, :], angles.sin().float()[:, None, :]
+    cos, sin = angles.cos().float(), angles.sin().float()  # (T, hd/2)
+    return torch.cat((cos, cos), 1)[:, None, :], torch.cat((-sin, sin), 1)[:, None, :]
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate each feature pair ``(x[..., i], x[..., i + hd/2])`` by its position's angle.
 
-    ``x`` is ``(B, T, heads, hd)``; ``cos``/``sin`` are ``(T, 1, hd/2)``. Returns the same shape.
-    (The "rotate-half" pairing of GPT-NeoX; equivalent to RoFormer up to a fixed permutation.)
+    ``x`` is ``(B, T, heads, hd)``; ``cos``/``sin`` are ``(T, 1, hd)`` from :func:`rotary_tables`.
+    Returns the same shape: ``x * cos + [x2, x1] * sin`` with ``x1, x2`` the two halves of ``x``,
+    i.e. ``(x1 cos - x2 sin, x2 cos + x1 sin)`` (the "rotate-half" pairing of GPT-NeoX; equivalent
+    to RoFormer up to a fixed permutation).
     """
     x1, x2 = x.chunk(2, dim=-1)  # (B, T, heads, hd/2) each
-    rotated = torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # float32 tables
+    rotated = torch.addcmul(x * cos, torch.cat((x2, x1), dim=-1), sin)  # float32 tables
     return rotated.type_as(x)  # back to bf16 under autocast
+
+
+CPU_FAST_PATHS = True  # False runs the plain expressions everywhere (e.g. to compare the two)
+
+
+def cpu_training(x: torch.Tensor) -> bool:
+    """Whether ``x`` takes the CPU training fast paths (:class:`RMSNorm`, the complex rotary in
+    :class:`CausalSelfAttention`, the fused loss): on CPU, with gradients enabled, in eager mode
+    (``torch.compile`` fuses the plain expressions), unless :data:`CPU_FAST_PATHS` is False."""
+    return (
+        CPU_FAST_PATHS
+        and x.device.type == "cpu"
+        and torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+    )
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    """RMSNorm with a hand-derived backward pass.
+
+    Forward (Zhang & Sennrich 2019, eq. 4): ``r = 1 / sqrt(mean(x^2) + eps)`` per row,
+    ``x_hat = x r``, ``y = x_hat g``. Backward, for upstream gradient ``dy``: ``dg = sum over
+    rows of dy x_hat`` and ``dx = r (dy g - x_hat mean(dy g x_hat))`` (the last axis' mean).
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)  # (..., 1) sqrt(sum x^2)
+        rstd = norm.square_().div_(x.shape[-1]).add_(eps).rsqrt_()  # (..., 1)
+        x_hat = x * rstd
+        ctx.save_for_backward(x_hat, rstd, weight)
+        return x_hat * weight
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        x_hat, rstd, weight = ctx.saved_tensors
+        grad_weight = (grad_y * x_hat).flatten(0, -2).sum(0)  # (C,)
+        grad_x = grad_y * weight  # dL/dx_hat
+        mean = (grad_x * x_hat).mean(-1, keepdim=True)  # (..., 1)
+        return grad_x.addcmul_(x_hat, mean, value=-1.0).mul_(rstd), grad_weight, None
+
+
+class RMSNorm(nn.RMSNorm):
+    """``nn.RMSNorm`` over the last axis, with a fused backward pass when training on CPU.
+
+    Same parameters and outputs (to float32 rounding) as ``nn.RMSNorm``; on the CPU training
+    path (:func:`cpu_training`) it runs :class:`_RMSNormFunction`, whose backward pass takes
+    fewer passes over the activations than the autograd graph of the composite ``nn.RMSNorm``
+    (forward + backward in 20-30% less time at ``d_model`` 32-128).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if cpu_training(x) and self.weight is not None:
+            return _RMSNormFunction.apply(x, self.weight, self.eps)
+        return super().forward(x)
 
 
 def make_norm(cfg: GPTConfig) -> nn.Module:
     """The configured normalisation over the last axis: RMSNorm or bias-free LayerNorm."""
     if cfg.norm == "layernorm":
         return nn.LayerNorm(cfg.d_model, eps=NORM_EPS, bias=False)
-    return nn.RMSNorm(cfg.d_model, eps=NORM_EPS)
+    return RMSNorm(cfg.d_model, eps=NORM_EPS)
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention, with rotary position embeddings unless learned ones."""
+    """Multi-head causal self-attention, with rotary position embeddings unless learned ones.
+
+    On the CPU training path (:func:`cpu_training`) the rotation is one complex multiplication
+    (RoFormer's complex form, Su et al. 2021, sec. 3.2): the q and k rows of the projection
+    are read in pair order ``(0, hd/2, 1, hd/2 + 1, ...)`` within each head, so every rotary
+    pair ``(x[i], x[i + hd/2])`` is one complex number. Permuting the features of q and k alike
+    leaves every attention score, hence the function, unchanged (to float32 rounding).
+    """
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
@@ -147,15 +223,28 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.proj.is_residual_output = True
+        rows = None
+        if self.rotary:
+            half, d = cfg.head_dim // 2, cfg.d_model
+            pair = torch.stack((torch.arange(half), torch.arange(half) + half), dim=1).flatten()
+            heads = [h * cfg.head_dim + pair for h in range(2 * cfg.n_head)]  # q and k heads
+            rows = torch.cat([*heads, torch.arange(2 * d, 3 * d)])  # v rows unchanged
+        self.register_buffer("pair_rows", rows, persistent=False)  # (3C,)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape  # (B, T, C)
         H, hd = self.n_head, C // self.n_head
-        qk, v = self.qkv(x).split([2 * C, C], dim=2)  # (B, T, 2C), (B, T, C)
-        qk = qk.view(B, T, 2 * H, hd)
-        if self.rotary:
-            qk = apply_rotary(qk, cos, sin)  # q and k rotated in one pass
-        q, k = qk.transpose(1, 2).split(H, dim=1)  # (B, H, T, hd) each
+        if self.rotary and cpu_training(x):
+            qk, v = F.linear(x, self.qkv.weight[self.pair_rows]).split([2 * C, C], dim=2)
+            pairs = torch.view_as_complex(qk.view(B, T, 2 * H, hd // 2, 2))  # (B, T, 2H, hd/2)
+            turn = torch.complex(cos[..., hd // 2 :], sin[..., hd // 2 :])  # (T, 2H, hd/2)
+            qk = torch.view_as_real(pairs * turn).flatten(3)  # (B, T, 2H, hd) in pair order
+        else:
+            qk, v = self.qkv(x).split([2 * C, C], dim=2)  # (B, T, 2C), (B, T, C)
+            qk = qk.view(B, T, 2 * H, hd)
+            if self.rotary:
+                qk = apply_rotary(qk, cos, sin)  # q and k rotated in one pass
+        q, k = (t.transpose(1, 2) for t in qk.split(H, dim=2))  # (B, H, T, hd) each
         v = v.view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
@@ -190,6 +279,70 @@ class Block(nn.Module):
         return x + self.mlp(self.norm_mlp(x))  # (B, T, C)
 
 
+LOSS_CHUNK_LOGITS = 1 << 18  # logits per chunk of the fused loss: 1 MiB of float32, cache-sized
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of ``h @ weight.T``, its gradients computed chunk by chunk in forward.
+
+    For rows ``h (N, C)``, ``weight (V, C)`` and targets ``y (N,)``: with ``P = softmax(h W^T)``
+    and ``Y`` the one-hot targets, ``loss = mean_n -log P[n, y_n]`` and ``dloss/d(h W^T) =
+    (P - Y) / N`` (the softmax cross-entropy gradient), so ``dloss/dh = (P - Y) W / N`` and
+    ``dloss/dW = (P - Y)^T h / N``. Rows are processed in chunks of ``LOSS_CHUNK_LOGITS / V``,
+    each ``(rows, V)`` block of logits living only in cache: the ``(N, V)`` logits, their
+    log-softmax and its gradient are never written to memory, the same arithmetic as
+    ``F.cross_entropy(F.linear(h, weight), y)`` in one pass instead of five.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        n, vocab = h.shape[0], weight.shape[0]
+        rows = max(1, LOSS_CHUNK_LOGITS // vocab)
+        weight_t, y = weight.t(), targets[:, None]  # (C, V), (N, 1)
+        p_y = h.new_empty(n, 1)  # P[n, y_n]
+        minus_one = h.new_full((rows, 1), -1.0)
+        grad_h = torch.empty_like(h)  # (N, C): (P - Y) W
+        grad_wt = h.new_zeros(h.shape[1], vocab)  # (C, V): h^T (P - Y), the faster layout
+        for lo in range(0, n, rows):
+            hi = min(n, lo + rows)
+            h_c, y_c = h[lo:hi], y[lo:hi]  # (c, C), (c, 1)
+            probs = torch.softmax(torch.mm(h_c, weight_t), dim=1)  # (c, V)
+            torch.gather(probs, 1, y_c, out=p_y[lo:hi])
+            probs.scatter_add_(1, y_c, minus_one[: hi - lo])  # P - Y
+            torch.mm(probs, weight, out=grad_h[lo:hi])
+            grad_wt.addmm_(h_c.t(), probs)
+        nll = p_y.log_().neg_().squeeze(1)  # (N,) nats
+        far = nll > 69.0  # P[n, y_n] < 1e-30 may have underflowed: exact log-sum-exp instead
+        if far.any():
+            logits = h[far] @ weight_t
+            nll[far] = torch.logsumexp(logits, 1) - logits.gather(1, y[far]).squeeze(1)
+        ctx.save_for_backward(grad_h, grad_wt)
+        return nll.mean()
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        grad_h, grad_wt = ctx.saved_tensors
+        scale = grad_loss / grad_h.shape[0]  # d(mean)/d(row loss) times the upstream gradient
+        return grad_h * scale, grad_wt.t() * scale, None
+
+
+def linear_cross_entropy(
+    h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """``F.cross_entropy(F.linear(h, weight), targets)`` (mean, nats/token) without the logits.
+
+    ``h`` is ``(N, C)`` float, ``weight`` ``(V, C)``, ``targets`` ``(N,)`` int64 in ``[0, V)``.
+    Returns the scalar mean loss; its backward pass gives the same gradients as the unfused
+    expression to float32 rounding. The gradients are computed during the forward pass (see
+    ``_LinearCrossEntropy``), so call it only when they are wanted. On one CPU core, for
+    ``N = 4096, V = 2048``, forward + backward take 10-35% less time than the unfused
+    expression (``C`` = 128 ... 32).
+    """
+    return _LinearCrossEntropy.apply(h, weight, targets)
+
+
 class GPT(nn.Module):
     """Decoder-only Transformer language model.
 
@@ -211,9 +364,11 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight
+        # Repeated over the 2H query and key heads, so that the rotation runs over whole rows.
         cos, sin = rotary_tables(config.context_length, config.head_dim)
-        self.register_buffer("rope_cos", cos, persistent=False)  # (context_length, 1, hd/2)
-        self.register_buffer("rope_sin", sin, persistent=False)  # (context_length, 1, hd/2)
+        cos, sin = cos.repeat(1, 2 * config.n_head, 1), sin.repeat(1, 2 * config.n_head, 1)
+        self.register_buffer("rope_cos", cos, persistent=False)  # (context_length, 2H, hd)
+        self.register_buffer("rope_sin", sin, persistent=False)  # (context_length, 2H, hd)
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -224,17 +379,23 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=std)
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        return_logits: bool = True,
+    ) -> torch.Tensor | tuple[torch.Tensor | None, torch.Tensor]:
         """Next-token logits, and the mean cross-entropy when ``targets`` are given.
 
         Args:
             idx: ``(B, T)`` int64 token ids, ``T <= context_length``.
             targets: optional ``(B, T)`` int64 next-token ids.
+            return_logits: with ``targets``, False returns ``(None, loss)``: the training step,
+                which on CPU with gradients enabled computes the loss with
+                :func:`linear_cross_entropy` and never materialises the ``(B, T, V)`` logits.
 
         Returns:
-            ``logits`` ``(B, T, V)`` float, or ``(logits, loss)`` where ``loss`` is the scalar mean
-            cross-entropy in nats/token.
+            ``logits`` ``(B, T, V)`` float, or ``(logits or None, loss)`` where ``loss`` is the
+            scalar mean cross-entropy in nats/token.
 
         Raises:
             ValueError: when ``T`` exceeds ``context_length``.
@@ -244,17 +405,22 @@ class GPT(nn.Module):
             raise ValueError(
                 f"sequence length {T} exceeds context_length {self.config.context_length}"
             )
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, 1, hd/2)
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]  # (T, 2H, hd)
         x = self.wte(idx)  # (B, T, C)
         if self.wpe is not None:
             x = x + self.wpe.weight[:T]  # (T, C) broadcast over the batch
         for block in self.blocks:
             x = block(x, cos, sin)  # (B, T, C)
-        logits = self.lm_head(self.norm_f(x))  # (B, T, V)
+        x = self.norm_f(x)  # (B, T, C)
+        if targets is not None and not return_logits and cpu_training(x):
+            return None, linear_cross_entropy(
+                x.flatten(0, 1), self.lm_head.weight, targets.flatten()
+            )
+        logits = self.lm_head(x)  # (B, T, V)
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-        return logits, loss
+        return (logits if return_logits else None), loss
 
     def param_counts(self) -> dict[str, int]:
         """Parameter counts, from the module's own tensors (see the module docstring).
@@ -323,15 +489,17 @@ def save_checkpoint(path: str | os.PathLike[str], model: GPT, extra: dict | None
     """Write ``{"config", "state_dict", "extra"}`` to ``path`` atomically with ``torch.save``.
 
     ``extra`` must hold only plain Python values (numbers, strings, lists, dicts) so that the
-    file loads with ``torch.load(weights_only=True)``.
+    file loads with ``torch.load(weights_only=True)``. Written through a file object, so the
+    archive's inner folder is ``archive/``, not the temporary file's random name: equal
+    contents give equal bytes.
     """
     payload = {
         "config": asdict(model.config),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
 
 
 def load_checkpoint(

@@ -49,7 +49,7 @@ import torch
 import torch.distributed as dist
 
 from lmscaling.config import checkpoint_name
-from lmscaling.io import atomic_path
+from lmscaling.io import atomic_path, read_json
 from lmscaling.model import GPT, GPTConfig, model_id, save_checkpoint
 
 log = logging.getLogger("lmscaling.train")
@@ -233,11 +233,13 @@ def load_tokens(paths: Sequence[str | os.PathLike[str]], dtype) -> list[np.ndarr
     """Open token shards (flat little-endian ``uint16``/``uint32`` files) as read-only memmaps.
 
     Nothing is read into memory: :func:`train` samples windows from the list directly, so a
-    corpus of billions of tokens costs no RAM. Empty shards are left out.
+    corpus of billions of tokens costs no RAM. Empty shards are left out. A shard with a JSON
+    sidecar beside it (``part-N.json``, :func:`lmscaling.tokenizer.tokenize_shard`) must hold
+    exactly the sidecar's ``tokens``, so a truncated or replaced file is never trained on.
 
     Raises:
         ValueError: when ``paths`` is empty, ``dtype`` is not uint16/uint32, or a file's size is
-            not a whole number of tokens (naming the file).
+            not a whole number of tokens or disagrees with its sidecar (naming the file).
     """
     dt = np.dtype(dtype).newbyteorder("<")
     if dt.kind != "u" or dt.itemsize not in (2, 4):
@@ -249,6 +251,13 @@ def load_tokens(paths: Sequence[str | os.PathLike[str]], dtype) -> list[np.ndarr
         size = os.path.getsize(path)
         if size % dt.itemsize:
             raise ValueError(f"{path}: size {size} bytes is not a multiple of {dt.itemsize}")
+        sidecar = Path(path).with_suffix(".json")
+        tokens = read_json(sidecar)["tokens"] if sidecar.exists() else size // dt.itemsize
+        if size != tokens * dt.itemsize:
+            raise ValueError(
+                f"{path}: holds {size // dt.itemsize} tokens, its sidecar {sidecar.name} says "
+                f"{tokens} (truncated or replaced; delete it and rerun)"
+            )
         if size:
             shards.append(np.memmap(path, dtype=dt, mode="r"))
     return shards
@@ -396,7 +405,7 @@ def _compile_or_eager(model: torch.nn.Module, example: torch.Tensor, autocast) -
     try:
         compiled = torch.compile(model)
         with autocast():
-            _, loss = compiled(example[:, :-1], example[:, 1:])
+            _, loss = compiled(example[:, :-1], example[:, 1:], return_logits=False)
         loss.backward()
     except Exception as exc:  # any compiler failure: eager mode computes the same thing
         log.warning("torch.compile failed, training in eager mode: %s", str(exc).splitlines()[0])
@@ -593,7 +602,7 @@ def train(
             windows = batch(step, m)
             sync = not distributed or m == accum - 1
             with contextlib.nullcontext() if sync else model.no_sync(), autocast():
-                _, loss = model(windows[:, :-1], windows[:, 1:])
+                _, loss = model(windows[:, :-1], windows[:, 1:], return_logits=False)
             (loss / accum).backward()
             loss_sum += loss.detach()
         torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip, foreach=True)
