@@ -40,3 +40,30 @@ def _umask():
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def test_full_disk_error_names_the_output_and_guard_reports_one_line(tmp_path, capsys):
+    import errno
+
+    from lmscaling.jobs import guard
+
+    out = tmp_path / "shard.parquet"
+    with pytest.raises(SystemExit) as stop:
+        with guard("prepare_reduce"), atomic_path(out) as tmp:
+            tmp.write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert stop.value.code == 1
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("ERROR [prepare_reduce]: no space left on the device writing ")
+    assert str(out) in line and "rerun" in line
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary file
+
+
+def test_guard_lets_other_os_errors_through():
+    import errno
+
+    from lmscaling.jobs import guard
+
+    with pytest.raises(OSError, match="bad descriptor"):
+        with guard("x"):
+            raise OSError(errno.EBADF, "bad descriptor")

@@ -52,6 +52,16 @@ class ModelShape:
         """12·n_layer·d_model², the non-embedding count of Kaplan et al. 2020 (eq. 2.1)."""
         return 12 * self.n_layer * self.d_model**2
 
+    def n_params(self, mlp_ratio: int = 4) -> int:
+        """Non-embedding parameters N = L((4 + 2r)d² + 2d) + d of this shape's GPT.
+
+        Attention (4d²) and MLP (2rd²) weights and two norm gains per layer plus the final
+        norm, no biases: the count of :func:`lmscaling.model.count_parameters` (Kaplan et al.
+        2020, sec. 2.1), computed here without torch so the config can be checked at parse time.
+        """
+        d = self.d_model
+        return self.n_layer * ((4 + 2 * mlp_ratio) * d * d + 2 * d) + d
+
 
 def check_name(name: str, key: str) -> str:
     """Return ``name`` if it is safe as a path component and wildcard value.
@@ -59,11 +69,34 @@ def check_name(name: str, key: str) -> str:
     Raises:
         ConfigError: naming ``key`` when it is not.
     """
-    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
         raise ConfigError(
             f"{key}: name {name!r} must match {NAME_RE.pattern} (letters, digits, '.', '_', '-')"
         )
     return name
+
+
+RESERVED_NAMES = {
+    "corpora": ("manifest.json",),  # beside results/tokens/{tokenizer}/manifest.json
+    "tokenizers": ("points.parquet", "points.csv"),  # beside results/eval/points.{parquet,csv}
+}
+"""Names that would make a directory of the output layout collide with a fixed file there."""
+
+
+def _check_names(section: dict, key: str) -> None:
+    """Check every name of ``config[key]``: safe, not reserved, unique ignoring case.
+
+    Names that differ only in case would share their directories on a case-insensitive file
+    system (macOS, Windows), so they are refused everywhere.
+    """
+    seen: dict[str, str] = {}
+    for name in section:
+        check_name(name, f"{key}.{name}")
+        if name in RESERVED_NAMES.get(key, ()):
+            raise ConfigError(f"{key}.{name}: the name {name!r} is reserved by the output layout")
+        other = seen.setdefault(name.lower(), name)
+        if other != name:
+            raise ConfigError(f"{key}.{name}: differs from {key}.{other} only in letter case")
 
 
 def compute_tag(compute: float) -> str:
@@ -146,15 +179,23 @@ def check_config(config: dict) -> None:
     """Cross-field checks on a schema-valid config.
 
     Raises:
-        ConfigError: naming the key, for unsafe names, a bad grid, a missing or double token budget,
-            or a vocabulary whose ids do not fit the token dtype.
+        ConfigError: naming the key, for unsafe, reserved or case-clashing names, a bad grid, a
+            missing or double token budget, a budget below one token or a batch size that the
+            micro-batch does not divide (for some model), repeated checkpoint names, or a
+            vocabulary too small for its special tokens or whose ids do not fit the token dtype.
     """
-    for name in config["corpora"]:
-        check_name(name, f"corpora.{name}")
+    _check_names(config["corpora"], "corpora")
+    _check_names(config["tokenizers"], "tokenizers")
     for name, spec in config["tokenizers"].items():
-        check_name(name, f"tokenizers.{name}")
         if spec["vocab_size"] > 2**32:
             raise ConfigError(f"tokenizers.{name}.vocab_size: ids must fit uint32")
+        # 256 byte symbols, end-of-text, and <|bos|> / <|pad|> when enabled.
+        minimum = 257 + bool(spec.get("bos")) + bool(spec.get("pad"))
+        if spec["vocab_size"] < minimum:
+            raise ConfigError(
+                f"tokenizers.{name}.vocab_size: {spec['vocab_size']} is below {minimum}, the "
+                "256 byte symbols plus the special tokens"
+            )
     check_name(config["experiment_name"], "experiment_name")
     train = config["train"]
     rules = [k for k in BUDGET_RULES if train.get(k) is not None]
@@ -164,13 +205,28 @@ def check_config(config: dict) -> None:
             "train.tokens_per_parameter (D = r·N) or train.compute (D = C / 6N); "
             f"got {rules or 'none'}"
         )
-    model_grid(config)
+    shapes = model_grid(config)
     for key in ("lr", "batch_size"):
         _check_scale_rule(train.get(key), f"train.{key}")
+    micro = train.get("micro_batch_size") or 0
+    mlp_ratio = config["models"].get("mlp_ratio", 4)
+    for shape in shapes:
+        n = shape.n_params(mlp_ratio)
+        try:
+            batch = train_settings(train, n, shape.compute)["batch_size"]
+        except ConfigError as err:
+            raise ConfigError(f"{err} (model {shape.id})") from None
+        if micro and batch % micro:
+            raise ConfigError(
+                f"train.micro_batch_size: {micro} does not divide the batch size {batch} of "
+                f"model {shape.id}"
+            )
     fractions = train.get("checkpoint_fractions") or []
-    if len(set(fractions)) != len(fractions) or any(not 0 < f < 1 for f in fractions):
+    names = [checkpoint_name(f) for f in fractions]
+    if len(set(names)) != len(names) or any(not 0 < f < 1 for f in fractions):
         raise ConfigError(
-            f"train.checkpoint_fractions: must be distinct numbers in (0, 1), got {fractions}"
+            "train.checkpoint_fractions: must be numbers in (0, 1) with distinct checkpoint "
+            f"names, got {fractions} -> {names}"
         )
 
 
@@ -265,6 +321,7 @@ def train_settings(train: dict, n_params: int, compute: float | None = None) -> 
         raise ConfigError(f"train.batch_size: {batch!r} at N = {n_params} is not an integer >= 1")
     tokens = token_budget(train, n_params, compute)
     if tokens < 1:
-        raise ConfigError(f"train: token budget at N = {n_params} is {tokens} (< 1 token)")
+        rule = next(k for k in BUDGET_RULES if train.get(k) is not None)
+        raise ConfigError(f"train.{rule}: token budget at N = {n_params} is {tokens} (< 1 token)")
     lr = float(scale_rule(train["lr"], n_params, "train.lr"))
     return {"tokens": tokens, "lr": lr, "batch_size": int(batch)}

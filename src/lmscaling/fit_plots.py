@@ -27,9 +27,11 @@ def _pyplot():
 def _save(fig, png_path: str | Path, svg_path: str | Path) -> None:
     plt = _pyplot()
     fig.tight_layout()
-    for path, fmt in ((png_path, "png"), (svg_path, "svg")):
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=130)
+    # No date, fixed SVG ids: the same fit gives the same bytes.
+    with plt.rc_context({"svg.hashsalt": "lmscaling"}):
+        for path, fmt in ((png_path, "png"), (svg_path, "svg")):
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=130, metadata={"Date": None})
     plt.close(fig)
 
 

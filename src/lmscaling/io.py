@@ -28,7 +28,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
     The caller writes the whole file to the yielded path. If the block raises, the
-    temporary file is removed and ``path`` is left untouched.
+    temporary file is removed and ``path`` is left untouched; an OSError that names no file
+    (e.g. a full disk seen by a writer library) is given ``path`` as its ``filename``.
 
     Raises:
         OSError: when the directory cannot be created or written.
@@ -42,8 +43,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, final)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(final)
         raise
 
 

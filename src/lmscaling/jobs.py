@@ -8,10 +8,12 @@ file or key, not a traceback; anything unexpected still shows its traceback in t
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -62,12 +64,47 @@ def known_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
+# Storage errors a user fixes outside the workflow (free space, permissions), then reruns.
+STORAGE_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+}
+
+
+def _storage_message(err: OSError) -> str | None:
+    """One line for a full or unwritable disk, naming the file when the error carries it."""
+    reason = STORAGE_ERRNOS.get(err.errno)
+    if reason is None:
+        return None
+    where = f" writing {err.filename}" if err.filename else ""
+    return (
+        f"{reason}{where}: no partial output is kept (files are written under a temporary "
+        "name and renamed when complete); make room or fix the permissions, then rerun"
+    )
+
+
 @contextlib.contextmanager
 def guard(rule: str) -> Iterator[None]:
-    """Run a job body; turn a known error into ``ERROR [rule]: message`` and exit status 1."""
+    """Run a job body; turn a known error into ``ERROR [rule]: message`` and exit status 1.
+
+    Known errors are the stage errors of :func:`known_errors` and storage errors (a full disk,
+    a quota, a read-only or forbidden path: :data:`STORAGE_ERRNOS`).
+    """
     try:
         yield
     except known_errors() as err:
-        logging.getLogger("lmscaling").error("[%s] %s", rule, err)
-        print(f"ERROR [{rule}]: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
+        _fail(rule, str(err))
+    except OSError as err:
+        message = _storage_message(err)
+        if message is None:
+            raise
+        _fail(rule, message)
+
+
+def _fail(rule: str, message: str) -> NoReturn:
+    print(f"ERROR [{rule}]: {message}", file=sys.stderr)
+    logging.raiseExceptions = False  # the job log may sit on the full disk: no second report
+    logging.getLogger("lmscaling").error("[%s] %s", rule, message)
+    raise SystemExit(1) from None

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -184,9 +185,19 @@ def iter_text_batches(
 
     ``utf8_bytes`` is the summed UTF-8 length of the batch's texts, computed by Arrow without
     re-encoding. Memory holds one batch (plus the Parquet row group being read).
+
+    Raises:
+        TokenizerError: naming the file when it is not a whole Parquet file (e.g. truncated:
+            its footer is missing).
     """
     for path in parquet_paths:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["text"]):
+        try:
+            shard = pq.ParquetFile(path)
+        except pa.ArrowInvalid as err:
+            raise TokenizerError(
+                f"{path}: not a complete Parquet file ({err}); delete it and rerun the workflow"
+            ) from None
+        for batch in shard.iter_batches(batch_size=batch_rows, columns=["text"]):
             column = batch.column(0)
             nbytes = pc.sum(pc.binary_length(column)).as_py() or 0
             yield column.to_pylist(), int(nbytes)

@@ -1,9 +1,12 @@
 # Helpers shared by the rule files (config validation, names, paths, input functions).
 # Rule files hold rules only.
 
+import glob
 import os
 import sys
+import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -37,9 +40,14 @@ from lmscaling.data import (
     shard_names,
 )
 from lmscaling.points import check_eval_config, eval_sets, training_corpora
+from lmscaling.schema import validate_schema
 
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 try:
+    # Every violation on one line naming its key; then Snakemake's check fills the defaults.
+    validate_schema(
+        config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+    )
+    validate(config, workflow.source_path("../schemas/config.schema.yaml"))
     check_config(config)
     MODELS = {shape.id: shape for shape in model_grid(config)}
     CORPORA = {
@@ -66,6 +74,10 @@ SPLITS = ["train", "val"]
 SHARDS = shard_names(config["data"]["num_shards"])
 TOKENIZERS = list(config["tokenizers"])
 RESULTS = "results"
+if os.path.lexists(RESULTS) and not os.path.isdir(RESULTS):
+    raise WorkflowError(
+        f"{RESULTS}: exists but is not a directory; every output goes under it"
+    )
 PARENT_JSON = f"{RESULTS}/mlflow/parent.json"
 GPU_LOCKS = f"{RESULTS}/.gpu-locks"  # one lock file per GPU in use (lmscaling.gpus)
 
@@ -179,6 +191,16 @@ def model_checkpoints(tokenizer, model):
     return {**files, "final": f"{base}/model.pt"}
 
 
+def model_shape(wildcards):
+    """One grid point as a plain dict (a param of train_model).
+
+    Snakemake records a job's params in its metadata only when they are plain values (numbers,
+    strings, lists, dicts): a dataclass is left out. This dict makes an edit of a grid point
+    that keeps its id (e.g. its n_head) rerun that model (rerun trigger "params").
+    """
+    return asdict(MODELS[wildcards.model])
+
+
 def model_checkpoint_files(wildcards):
     """Every checkpoint file of one model (input of rule evaluate)."""
     return list(model_checkpoints(wildcards.tokenizer, wildcards.model).values())
@@ -219,6 +241,40 @@ def get_final_outputs():
     return [f"{RESULTS}/fit/scaling_law.json"] + [
         f"{RESULTS}/fit/{figure}.{ext}" for figure in figures for ext in ("png", "svg")
     ]
+
+
+def check_results_writable():
+    """Stop before the first job when results/ cannot be written (read-only, no permission).
+
+    Called from `onstart`, so a dry run does not need results/ to be writable.
+    """
+    try:
+        os.makedirs(RESULTS, exist_ok=True)
+        with tempfile.TemporaryFile(dir=RESULTS):
+            pass
+    except OSError as err:
+        raise WorkflowError(
+            f"{RESULTS}/ is not writable ({err.strerror}): no job was started"
+        ) from None
+
+
+def remove_partial_files():
+    """Delete what killed jobs left half-written beside the outputs of the jobs about to run.
+
+    Writers (lmscaling.io.atomic_path) write ``.{name}.<random>.tmp`` beside an output and
+    rename it into place, so a job killed mid-write (SIGKILL, power loss) leaves that file
+    behind; no rule ever reads it. Called from `onstart`, once this invocation holds the locks
+    of those outputs, so the temporary file of a job of another running invocation is never
+    touched.
+    """
+    needrun = getattr(workflow.dag, "needrun_jobs", None)  # Snakemake's DAG, 9.x
+    for job in needrun() if needrun else []:
+        for output in job.output:
+            folder, name = os.path.split(str(output))
+            pattern = glob.escape(os.path.join(folder, f".{name}.")) + "*.tmp"
+            for partial in glob.glob(pattern):
+                logger.info(f"Removing {partial}, left by an interrupted job")
+                os.remove(partial)
 
 
 def tracking_enabled():

@@ -5,6 +5,8 @@
 
 
 onstart:
+    check_results_writable()
+    remove_partial_files()
     start_parent_run()
 
 

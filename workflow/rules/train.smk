@@ -30,6 +30,8 @@ rule train_model:
         attempt=job_attempt,
     params:
         shape=lambda w: MODELS[w.model],
+        # a dict, recorded by Snakemake (the dataclass above is not): editing it reruns
+        grid_point=model_shape,
         models={
             k: v for k, v in config["models"].items() if k not in ("grid", "ladder")
         },

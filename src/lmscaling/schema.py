@@ -1,0 +1,99 @@
+"""Parse-time validation of the experiment configuration against its JSON schema.
+
+Used by the workflow driver only (``workflow/rules/common.smk``), before any job: jobs never
+import this module, so their environments need neither jsonschema nor PyYAML. The schema file
+is ``workflow/schemas/config.schema.yaml``; the cross-field rules are
+:func:`lmscaling.config.check_config`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jsonschema
+import yaml
+
+from lmscaling.config import ConfigError
+
+
+def _dotted(path) -> str:
+    """``["models", "grid", 0, "n_head"]`` -> ``"models.grid[0].n_head"``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _check_finite(value, path: list) -> None:
+    """Refuse NaN and infinities anywhere in ``value`` (a JSON schema range check passes NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{_dotted(path) or 'config'}: {value} is not a finite number")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_finite(v, [*path, k])
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_finite(v, [*path, i])
+
+
+def _types(branch: dict, schema: dict) -> set[str]:
+    """JSON types a schema branch accepts: its ``type``, through a local ``$ref`` and ``oneOf``."""
+    if "$ref" in branch:
+        target = schema
+        for part in branch["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        branch = target
+    if "type" in branch:
+        return {branch["type"]} if isinstance(branch["type"], str) else set(branch["type"])
+    return {
+        t for sub in branch.get("oneOf", []) + branch.get("anyOf", []) for t in _types(sub, schema)
+    }
+
+
+def _closest(err, schema: dict):
+    """Among the errors of a oneOf/anyOf's alternatives, those of the alternative(s) declaring
+    the value's type (the mapping form for a mapping), best first; None when no alternative
+    takes that type (the oneOf's own message says it best)."""
+    checker = jsonschema.Draft202012Validator.TYPE_CHECKER
+
+    def fits(sub) -> bool:
+        branch = err.validator_value[sub.relative_schema_path[0]]
+        return any(checker.is_type(err.instance, t) for t in _types(branch, schema))
+
+    fitting = [e for e in err.context if fits(e)]
+    return jsonschema.exceptions.best_match(fitting) if fitting else None
+
+
+def validate_schema(config: dict, schema_path: str | os.PathLike[str]) -> None:
+    """Check ``config`` against the JSON schema at ``schema_path`` (YAML, draft 2020-12).
+
+    Every violation is reported on its own line as ``<key path>: <problem>``, e.g.
+    ``corpora.web.min_chr: unknown key (allowed: ...)`` or ``data.num_shards: 0 is less than
+    the minimum of 1``; for a key with alternative forms, the problem with the form of the
+    value's type. NaN and infinite numbers are refused anywhere.
+
+    Raises:
+        ConfigError: naming every offending key (dotted path, list indices in brackets).
+    """
+    _check_finite(config, [])
+    with open(schema_path, encoding="utf-8") as fh:
+        schema = yaml.safe_load(fh)
+    problems = []
+    for err in jsonschema.Draft202012Validator(schema).iter_errors(config):
+        while err.context and (closer := _closest(err, schema)) is not None:
+            err = closer  # oneOf/anyOf: the problem with the alternative of the value's type
+        path = list(err.absolute_path)
+        if err.validator == "additionalProperties" and err.validator_value is False:
+            allowed = ", ".join(sorted(err.schema.get("properties", {})))
+            for extra in sorted(set(err.instance) - set(err.schema.get("properties", {}))):
+                problems.append(f"{_dotted([*path, extra])}: unknown key (allowed: {allowed})")
+        elif err.validator == "required":
+            for missing in err.validator_value:
+                if missing not in err.instance:
+                    problems.append(f"{_dotted([*path, missing])}: required key is missing")
+        else:
+            message = err.message if len(err.message) <= 200 else err.message[:200] + "..."
+            problems.append(f"{_dotted(path) or 'config'}: {message}")
+    if problems:
+        raise ConfigError("\n".join(sorted(set(problems))))
