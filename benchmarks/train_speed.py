@@ -23,7 +23,7 @@ cross-entropy (``lmscaling.model.linear_cross_entropy``) and runs RMSNorm with a
 backward pass (``lmscaling.model.RMSNorm``): the model's own CPU training paths. The peer runs
 its forward pass and ``F.cross_entropy`` on the logits, the usual way to train it.
 
-Usage: python benchmarks/train_speed.py [--steps 40] [--warmup 10] [--rounds 3] [--threads 2]
+Usage: python benchmarks/train_speed.py [--steps 40] [--warmup 10] [--rounds 3] [--threads 1]
        [--clock wall|cpu]
 Needs: pip install 'lmscaling[bench]' (transformers).
 """
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="timed optimizer steps per run")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps before them")
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs per side")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (workflow: 1)")
     parser.add_argument(
         "--clock",
         choices=sorted(CLOCKS),

@@ -263,10 +263,23 @@ def test_rmsnorm_matches_torch_forward_and_backward():
 def test_cpu_training_paths_match_plain_path(monkeypatch, norm, position):
     """The training call (fused loss, RMSNorm backward, complex rotary) gives the plain
     expressions' loss and gradients."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the fast paths run with one thread only
+    try:
+        _compare_cpu_training_paths(monkeypatch, norm, position)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _compare_cpu_training_paths(monkeypatch, norm, position):
     torch.manual_seed(0)
     model = GPT(tiny(norm=norm, position=position))
     idx, targets = torch.randint(0, 50, (3, 16)), torch.randint(0, 50, (3, 16))
     params = list(model.parameters())
+    assert model_mod.cpu_training(params[0])  # the comparison below really takes both paths
+    torch.set_num_threads(2)
+    assert not model_mod.cpu_training(params[0])
+    torch.set_num_threads(1)
     monkeypatch.setattr(model_mod, "CPU_FAST_PATHS", False)
     logits, loss = model(idx, targets)
     expected = torch.autograd.grad(loss, params)

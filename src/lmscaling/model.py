@@ -13,7 +13,7 @@ where Norm is RMSNorm (Zhang & Sennrich 2019, default) or LayerNorm without bias
 has a bias. Shapes use B = batch, T = sequence length, C = d_model, H = n_head,
 hd = head_dim = C // H, V = vocab_size.
 
-Training on CPU (gradients enabled, eager mode) takes fast paths that compute the same
+Training on CPU (one thread, gradients enabled, eager mode) takes fast paths that compute the same
 functions, to float32 rounding, in fewer passes over memory: RMSNorm with a hand-derived
 backward pass (:class:`RMSNorm`), the rotary embedding as one complex multiplication
 (:class:`CausalSelfAttention`) and, for ``model(idx, targets, return_logits=False)``, the LM head
@@ -148,10 +148,17 @@ CPU_FAST_PATHS = True  # False runs the plain expressions everywhere (e.g. to co
 def cpu_training(x: torch.Tensor) -> bool:
     """Whether ``x`` takes the CPU training fast paths (:class:`RMSNorm`, the complex rotary in
     :class:`CausalSelfAttention`, the fused loss): on CPU, with gradients enabled, in eager mode
-    (``torch.compile`` fuses the plain expressions), unless :data:`CPU_FAST_PATHS` is False."""
+    (``torch.compile`` fuses the plain expressions), with one intra-op thread (the workflow's
+    ``train.threads: 1`` per job), unless :data:`CPU_FAST_PATHS` is False.
+
+    One thread only: measured on 2 cores (``benchmarks/train_speed.py``), the fast paths train
+    1.08-1.42x faster than the plain ones with one thread, but 0.69-1.07x as fast with two, where
+    the plain path's large matrix products split across threads and the small chunked ones do not.
+    """
     return (
         CPU_FAST_PATHS
         and x.device.type == "cpu"
+        and torch.get_num_threads() == 1
         and torch.is_grad_enabled()
         and not torch.compiler.is_compiling()
     )
