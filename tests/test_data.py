@@ -460,6 +460,9 @@ def test_outputs_do_not_depend_on_map_grouping_or_rerun(cwd):
     again = prepare_corpus(spec, cwd / "o3", 3, 0.3)
     files = sorted(p.relative_to(cwd / "o1") for p in (cwd / "o1").rglob("*") if p.is_file())
     assert len(files) == 8  # 6 shards, the manifest, the filter report
+    # One mtime for all shards: none older than another shard's hard-linked reduce output.
+    shards = [cwd / "o1" / rel for rel in files if rel.suffix == ".parquet"]
+    assert len({p.stat().st_mtime_ns for p in shards}) == 1
     for rel in files:
         data = (cwd / "o1" / rel).read_bytes()
         assert (cwd / "o2" / rel).read_bytes() == data == (cwd / "o3" / rel).read_bytes()

@@ -49,6 +49,7 @@ import platform
 import shutil
 import sysconfig
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -1074,7 +1075,6 @@ def _place(src: Path, dst: Path) -> None:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
-        os.utime(tmp)  # newer than every input of the publish step
 
 
 def publish_corpus(
@@ -1163,6 +1163,12 @@ def publish_corpus(
             _place(Path(reduced[split, name]), out_dir / rel)
             info = r["splits"][split]
             shards.append({"split": split, "shard": name, "path": rel, **info})
+    # One modification time for every placed shard, set after the last one is placed: a hard
+    # link shares its inode (and mtime) with its input, so a per-file time would make an
+    # early shard older than a later shard's input, which Snakemake reports as clock skew.
+    now = time.time()
+    for shard in shards:
+        os.utime(out_dir / shard["path"], (now, now))
     keep = {s["path"] for s in shards}
     for split in SPLITS:
         for stale in (out_dir / split).glob("part-*.parquet"):
