@@ -23,8 +23,15 @@ cross-entropy (``lmscaling.model.linear_cross_entropy``) and runs RMSNorm with a
 backward pass (``lmscaling.model.RMSNorm``): the model's own CPU training paths. The peer runs
 its forward pass and ``F.cross_entropy`` on the logits, the usual way to train it.
 
+With ``--breakdown`` it also profiles one more run of each side (``torch.profiler``) and prints
+the share of its CPU time spent in matrix products (``aten::mm``, ``addmm``, ``bmm``) and in the
+attention kernels (``scaled_dot_product_attention`` and its backward), work of the same size on
+both sides, and the ceiling: the ratio ours would reach if everything else it does took no time
+(peer step time / ours' matmul and attention time). Where that ceiling is near 1.3, the goal
+cannot be met by trimming the rest.
+
 Usage: python benchmarks/train_speed.py [--steps 40] [--warmup 10] [--rounds 3] [--threads 1]
-       [--clock wall|cpu]
+       [--clock wall|cpu] [--breakdown]
 Needs: pip install 'lmscaling[bench]' (transformers).
 """
 
@@ -45,6 +52,7 @@ from lmscaling.train import TrainConfig, keep_freed_memory_in_heap, train
 SHAPES = [(1, 32), (2, 32), (2, 48), (3, 64), (4, 80), (4, 128)]  # (n_layer, d_model)
 VOCAB, CONTEXT, BATCH, HEAD_DIM = 2048, 128, 32, 16
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}  # seconds
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm")
 
 
 def ours_rate(
@@ -103,6 +111,25 @@ def hf_rate(
     return steps * BATCH * CONTEXT / (clock() - t0)
 
 
+def kernel_share(run: Callable[..., object], *args: object) -> float:
+    """Fraction of the CPU time of ``run(*args)`` spent in matrix products and attention kernels.
+
+    Sums the self CPU time of the ``MATMUL_OPS`` and of every op whose name contains
+    ``scaled_dot_product`` (the fused attention kernels, forward and backward), over the
+    total self CPU time of all ops recorded by ``torch.profiler``.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run(*args)
+    total = kernels = 0.0
+    for event in prof.key_averages():
+        total += event.self_cpu_time_total
+        if event.key in MATMUL_OPS or "scaled_dot_product" in event.key:
+            kernels += event.self_cpu_time_total
+    return kernels / total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40, help="timed optimizer steps per run")
@@ -115,6 +142,12 @@ def main() -> None:
         default="wall",
         help="wall: elapsed time; cpu: this process's CPU time, which ignores the time other "
         "processes hold the core (for --threads 1 on a shared machine)",
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also profile each side once and print its matmul + attention share and the "
+        "ceiling of the ratio (see the module docstring)",
     )
     args = parser.parse_args()
     if args.warmup < 1 or args.steps < args.warmup or args.steps % args.warmup:
@@ -148,6 +181,16 @@ def main() -> None:
             f"{model_id(n_layer, d_model):>8} {count_parameters(cfg)['N']:>9,} "
             f"{statistics.median(ours):>11,.0f} {statistics.median(peer):>10,.0f} {ratio:>5.2f}x"
         )
+        if args.breakdown:
+            run_args = (cfg, tokens, args.steps, args.warmup, clock)
+            share_ours = kernel_share(ours_rate, *run_args)
+            share_peer = kernel_share(hf_rate, *run_args)
+            # peer step time / ours' matmul + attention time, from the unprofiled medians
+            ceiling = statistics.median(ours) / statistics.median(peer) / share_ours
+            print(
+                f"{'':>8} matmul + attention: ours {share_ours:.0%}, peer {share_peer:.0%} "
+                f"of CPU time; ceiling of the ratio {ceiling:.2f}x"
+            )
     print(f"geometric mean ratio: {statistics.geometric_mean(ratios):.2f}x (goal >= 1.3x)")
 
 
