@@ -28,7 +28,8 @@ the share of its CPU time spent in matrix products (``aten::mm``, ``addmm``, ``b
 attention kernels (``scaled_dot_product_attention`` and its backward), work of the same size on
 both sides, and the ceiling: the ratio ours would reach if everything else it does took no time
 (peer step time / ours' matmul and attention time). Where that ceiling is near 1.3, the goal
-cannot be met by trimming the rest.
+cannot be met by trimming the rest. The profiler's own cost per op counts as the rest, and ours
+runs more (smaller) ops, so the printed ceiling is if anything too high.
 
 Usage: python benchmarks/train_speed.py [--steps 40] [--warmup 10] [--rounds 3] [--threads 1]
        [--clock wall|cpu] [--breakdown]
