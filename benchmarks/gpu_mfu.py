@@ -10,7 +10,8 @@ bf16 from ``lmscaling.train.PEAK_BF16_FLOPS``) and the peak GPU memory. Goal on 
 (H100/H200): MFU >= 45%.
 
 ``--tiny`` runs a small model on whatever device is there (e.g. a CPU, where MFU is not
-defined) to check that the script works.
+defined) to check that the script works; without it, the script stops at once where there is
+no CUDA device.
 
 Usage: python benchmarks/gpu_mfu.py [--steps 300] [--warmup 50] [--micro-batch 16] [--tiny]
 """
@@ -53,11 +54,16 @@ def main() -> None:
         parser.error("--steps must be a multiple of --warmup, and larger")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    device = select_device("auto")
+    if device.type != "cuda" and not args.tiny:
+        parser.error(
+            f"no CUDA device here ({device.type}): the preset's largest model needs a GPU; "
+            "--tiny checks the script on this machine"
+        )
     if args.tiny:
         model_cfg = GPTConfig(vocab_size=512, context_length=64, n_layer=2, d_model=64, n_head=2)
     else:
         model_cfg = largest_preset_model()
-    device = select_device("auto")
     batch = args.micro_batch
     cfg = TrainConfig(
         tokens=args.steps * batch * model_cfg.context_length,
