@@ -8,7 +8,8 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from lmscaling.config import ConfigError, check_config, model_grid, token_budget
+from lmscaling.config import ConfigError, check_config, model_grid, token_budget, training_flop
+from lmscaling.model import GPTConfig, flops_per_token
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = str(REPO / "workflow" / "schemas" / "config.schema.yaml")
@@ -86,3 +87,18 @@ def test_cross_field_errors_name_the_key(edit, message):
 def test_token_budget_rules():
     assert token_budget({"tokens": 1000}, 50) == 1000
     assert token_budget({"tokens": None, "tokens_per_parameter": 20}, 50) == 1000
+
+
+def test_training_flop_is_exact_flops_per_token_times_d():
+    grid = [{"n_layer": 1, "d_model": 32, "n_head": 2}, {"n_layer": 4, "d_model": 80, "n_head": 5}]
+    config = {
+        "models": {"context_length": 64, "mlp_ratio": 4, "grid": grid},
+        "train": {"tokens": None, "tokens_per_parameter": 20, "compute": None},
+    }
+    costs = {}
+    for shape in model_grid(config):
+        model = GPTConfig(2048, 64, shape.n_layer, shape.d_model, shape.n_head)
+        d = token_budget(config["train"], shape.n_params())
+        costs[shape.id] = training_flop(shape, config, vocab_size=2048)
+        assert costs[shape.id] == pytest.approx(flops_per_token(model)["exact"] * d, rel=1e-12)
+    assert costs["L4-D80"] > 50 * costs["L1-D32"]  # so the larger model is scheduled first

@@ -261,6 +261,21 @@ def token_budget(train: dict, n_params: int, compute: float | None = None) -> in
     return int(round(float(compute) / (6.0 * n_params)))
 
 
+def training_flop(shape: ModelShape, config: dict, vocab_size: int) -> float:
+    """Estimated training compute of one grid point, in FLOP (the workflow's job priority).
+
+    ``(6 N + 6 L T d + 6 V d) D``: the ``6N`` rule plus the attention term (Kaplan et al. 2020,
+    Table 1) and the LM head, as ``lmscaling.model.flops_per_token(...)["exact"]``, with
+    ``N`` from :meth:`ModelShape.n_params`, ``T`` = ``models.context_length``, ``V`` =
+    ``vocab_size`` and ``D`` from :func:`token_budget`.
+    """
+    models = config["models"]
+    n = shape.n_params(models.get("mlp_ratio", 4))
+    context = models["context_length"]
+    per_token = 6.0 * (n + shape.n_layer * context * shape.d_model + vocab_size * shape.d_model)
+    return per_token * token_budget(config["train"], n, shape.compute)
+
+
 def _check_scale_rule(rule, key: str) -> None:
     if not isinstance(rule, dict):
         return

@@ -2,6 +2,7 @@
 # Rule files hold rules only.
 
 import glob
+import math
 import os
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from lmscaling.config import (
     check_config,
     checkpoint_name,
     model_grid,
+    training_flop,
 )
 from lmscaling.data import (
     CorpusError,
@@ -199,6 +201,13 @@ def model_shape(wildcards):
     that keeps its id (e.g. its n_head) rerun that model (rerun trigger "params").
     """
     return asdict(MODELS[wildcards.model])
+
+
+def train_priority(wildcards):
+    """Costliest training first (log10 of its estimated FLOP): the largest model starts at once
+    instead of last, when it would run alone while the other cores idle."""
+    vocab = config["tokenizers"][wildcards.tokenizer]["vocab_size"]
+    return math.log10(training_flop(MODELS[wildcards.model], config, vocab))
 
 
 def model_checkpoint_files(wildcards):

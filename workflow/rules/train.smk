@@ -21,6 +21,7 @@ rule train_model:
         "results/logs/train_model/{tokenizer}/{model}.log",
     benchmark:
         "results/benchmarks/train_model/{tokenizer}/{model}.tsv"
+    priority: train_priority
     conda:
         "../../envs/torch.yaml"
     threads: config["train"]["threads"]
