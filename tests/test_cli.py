@@ -116,3 +116,18 @@ def test_bad_input_exits_1_naming_the_file(tmp_path):
     table.write_text("N,D,loss\n1e6,1e8,three\n")
     proc = run("fit", str(table))
     assert proc.returncode == 1 and "t.csv: column 'loss' is not numeric" in proc.stderr
+
+
+def test_fit_prints_each_warning_once(tmp_path):
+    # 4 models, one D: L(D) and Chinchilla are skipped with a warning, each printed once
+    table = tmp_path / "points.csv"
+    rows = [(n, 2e6, 7.5 * n**-0.045) for n in (1e4, 3e4, 1e5, 3e5)]
+    table.write_text("N,D,loss\n" + "".join(f"{n},{d},{loss}\n" for n, d, loss in rows))
+    proc = run("fit", str(table), "-o", str(tmp_path / "out"), "--no-plots", "--bootstrap", "20")
+    assert proc.returncode == 0, proc.stderr
+    (group,) = json.loads((tmp_path / "out/scaling_law.json").read_text())["groups"]
+    assert any("D takes a single value" in w for w in group["warnings"])
+    assert proc.stdout.startswith("all points: 4 points\n")  # no tokenizer / eval_set columns
+    output = proc.stdout + proc.stderr
+    for warning in group["warnings"]:
+        assert output.count(warning) == 1, warning

@@ -136,7 +136,11 @@ def test_flat_objective_when_n_and_d_are_confounded():
     noise = np.exp(np.random.default_rng(0).normal(0, 0.002, n.size))
     fit = ChinchillaFit().fit(np.column_stack([n, d]), law(n, d) * noise)
     assert fit.flat["flat"]
-    assert any("flat objective" in w for w in fit.warnings)
+    (flat,) = [w for w in fit.warnings if "flat objective" in w]
+    # named by its law, each exponent's span by its name
+    assert flat.startswith("L(N, D) = E + A/N^alpha + B/D^beta: flat objective")
+    (a_lo, a_hi), (b_lo, b_hi) = fit.flat["exponent_range"]
+    assert f"alpha [{a_lo:.3g}, {a_hi:.3g}], beta [{b_lo:.3g}, {b_hi:.3g}]" in flat
 
 
 def test_saturating_law_bounds_and_too_few_points():

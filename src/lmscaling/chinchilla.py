@@ -163,6 +163,16 @@ class LogSumExpLaw:
         return ["alpha", "beta", "gamma"][: self.k]
 
     @property
+    def label(self) -> str:
+        """The fitted form, e.g. ``L(N) = E + A/N^alpha``: the prefix of its messages, which
+        keeps them apart from those of the plain power law ``L(N)``."""
+        terms = " + ".join(
+            f"{c}/{x}^{e}"
+            for c, x, e in zip(self.coef_names, self.x_names, self.exponent_names, strict=True)
+        )
+        return f"L({', '.join(self.x_names)}) = E + {terms}"
+
+    @property
     def theta_names(self) -> list[str]:
         """Names of the entries of ``theta``: ``[ln A.., α.., ln E]``."""
         return [f"log_{c}" for c in self.coef_names] + self.exponent_names + ["log_E"]
@@ -197,7 +207,7 @@ class LogSumExpLaw:
         if x.ndim == 1 and self.k == 1:
             x = x[:, None]
         loss = np.asarray(loss, dtype=float)
-        label = f"L({', '.join(self.x_names)})"
+        label = self.label
         if x.ndim != 2 or x.shape[1] != self.k or loss.shape != (x.shape[0],):
             raise ParametricFitError(
                 f"{label}: x must be (n, {self.k}) and loss (n,), got {x.shape} and {loss.shape}"
@@ -242,7 +252,7 @@ class LogSumExpLaw:
         self.n = int(self._log_loss.size)
         self.warnings = []
         n_params = 2 * self.k + 1
-        label = f"L({', '.join(self.x_names)})"
+        label = self.label
         if self.n < n_params:
             self.warnings.append(
                 f"{label}: fewer points ({self.n}) than parameters ({n_params}): the fit is "
@@ -287,8 +297,14 @@ class LogSumExpLaw:
         if self.flat["flat"]:
             self.warnings.append(
                 f"{label}: flat objective: {self.flat['n_near']} starts end within "
-                f"{FLAT_RTOL:.0%} of the best objective with exponents spanning "
-                f"{self.flat['exponent_range']} and E spanning {self.flat['E_range']}"
+                f"{FLAT_RTOL:.0%} of the best objective, spanning "
+                + ", ".join(
+                    f"{name} {_fmt_interval(span)}"
+                    for name, span in zip(
+                        self.exponent_names, self.flat["exponent_range"], strict=True
+                    )
+                )
+                + f", E {_fmt_interval(self.flat['E_range'])}"
             )
         pred = self.predict_log(self._log_x)
         self.residuals = [float(r) for r in self._log_loss - pred]
@@ -407,7 +423,7 @@ class LogSumExpLaw:
 
     def _warn_wide(self) -> None:
         """Warn when the bootstrap leaves an exponent or E poorly determined."""
-        label = f"L({', '.join(self.x_names)})"
+        label = self.label
         iv = self.intervals()
         e = math.exp(self.theta[2 * self.k])
         wide = [

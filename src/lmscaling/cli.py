@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -81,6 +82,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from lmscaling import fit
     from lmscaling.io import write_json
 
+    # The summary printed below lists every fit warning under its group; without a handler,
+    # logging's last-resort handler would print each one a second time.
+    logging.getLogger(fit.__name__).addHandler(logging.NullHandler())
     points = fit.read_points(args.table, _columns(args.column))
     if args.drop_highest_loss:
         if args.drop_highest_loss >= len(points):
@@ -107,7 +111,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
             plot(result, out / f"{name}.png", out / f"{name}.svg")
             written += [out / f"{name}.png", out / f"{name}.svg"]
     for g in result["groups"]:
-        print(f"{g['tokenizer']} {g['eval_set']}: {g['n_points']} points")
+        # "-" marks a table without tokenizer / eval_set columns
+        name = " ".join(v for v in (g["tokenizer"], g["eval_set"]) if v != "-")
+        print(f"{name or 'all points'}: {g['n_points']} points")
         for axis, law in g["fits"].items():
             print(f"  L({axis}) = {_fmt(law['a'])} * {axis}^{_fmt(law['b'])}  b {_ci(law['b_ci'])}")
         chin = g.get("chinchilla", {})
