@@ -138,6 +138,19 @@ def test_prepare_jobs_remote_input_and_cores(tmp_path, http_root):
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
     assert {"manifest.json", "filter_report.csv"} <= artifacts
 
+    # Training samples the corpora by their weights (1 : 2), not by their sizes.
+    target = "results/models/bpe-512/L1-D16/summary.json"
+    proc = snakemake(workdir, config, 2, target)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((workdir / target).read_text())
+    mix, expected = summary["mixture"], {"web": 1 / 3, "remote": 2 / 3}
+    assert {c: m["probability"] for c, m in mix.items()} == pytest.approx(expected)
+    # the probabilities training used, in the order of the corpora
+    assert summary["train"]["mixture"] == pytest.approx([expected[c] for c in mix])
+    assert sum(m["tokens"] for m in mix.values()) == summary["train_tokens_available"]
+    for m in mix.values():
+        assert m["epochs"] == pytest.approx(summary["D"] * m["probability"] / m["tokens"])
+
 
 def test_remote_pin_mismatch_stops_the_map_job(tmp_path, http_root):
     root, base_url = http_root

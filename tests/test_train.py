@@ -55,6 +55,8 @@ def repetitive_stream(n: int = 4000, period: int = 12) -> np.ndarray:
         ("resume_every", -1),
         ("checkpoint_fractions", (0.5, 1.0)),
         ("checkpoint_fractions", (0.5, 0.5)),
+        ("mixture", (0.5, 0.6)),
+        ("mixture", (1.0, 0.0)),
     ],
 )
 def test_train_config_rejects_bad_values_naming_key(key, value):
@@ -151,6 +153,34 @@ def test_token_stream_windows_stay_inside_shards():
     assert got.tolist() == expected and got.dtype == np.int64
     with pytest.raises(ValueError, match="at least context_length"):
         TokenStream([np.arange(3)], window=4)
+
+
+def test_token_stream_mixture_samples_groups_by_probability_not_size():
+    small, large = np.arange(0, 20), np.arange(1000, 11000)  # 17 and 9,997 windows of 4
+    rng = np.random.default_rng(0)
+    plain = TokenStream([large, small], window=4)
+    # without probabilities: uniform over all windows, the same draws as before mixtures
+    assert plain.sample(rng, 5).tolist() == np.random.default_rng(0).integers(0, 10014, 5).tolist()
+    stream = TokenStream([large, small], window=4, groups=[1, 0], probs=[0.75, 0.25])
+    windows = stream.gather(stream.sample(np.random.default_rng(1), 20000))
+    from_small = (windows[:, 0] < 1000).mean()  # group 0 (probability 0.75) is the small one
+    assert from_small == pytest.approx(0.75, abs=0.01)
+    assert (np.diff(windows, axis=1) == 1).all()  # windows stay inside their shard
+    assert len(np.unique(windows[windows[:, 0] < 1000, 0])) == 17  # every small window drawn
+    with pytest.raises(ValueError, match=r"group\(s\) \[1\] of the mixture"):
+        TokenStream([large, np.arange(3)], window=4, groups=[0, 1], probs=[0.5, 0.5])
+
+
+def test_training_mixture_needs_one_token_list_per_group_and_changes_the_batches():
+    a = np.random.default_rng(3).integers(0, VOCAB // 2, 2000).astype(np.uint16)
+    b = np.random.default_rng(4).integers(VOCAB // 2, VOCAB, 200).astype(np.uint16)
+    cfg = TrainConfig(tokens=4 * 8 * 32, batch_size=8, log_every=4, device="cpu")
+    mixed = TrainConfig(**{**cfg.__dict__, "mixture": (0.5, 0.5)})
+    with pytest.raises(ValueError, match="one list of token arrays per group"):
+        train(MODEL, mixed, [a, b])
+    _, _, by_size = train(MODEL, cfg, [a, b])
+    _, summary, by_weight = train(MODEL, mixed, [[a], [b]])
+    assert summary["steps"] == 4 and by_size[-1]["loss"] != by_weight[-1]["loss"]
 
 
 def test_checkpoint_steps():

@@ -88,7 +88,7 @@ def _ddp_case(tmp_path):
         checkpoint_fractions=(0.5,),
     )
     spec = tmp_path / "state" / "job.json"
-    write_spec(spec, asdict(MODEL), asdict(cfg), [(str(shard), "uint16")], spec.parent, "L1-D32")
+    write_spec(spec, asdict(MODEL), asdict(cfg), [[(str(shard), "uint16")]], spec.parent, "L1-D32")
     return tokens, cfg, spec
 
 

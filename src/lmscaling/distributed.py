@@ -13,8 +13,9 @@ launcher per node with ``srun --nodes N --ntasks-per-node 1``; the launchers mee
 c10d rendezvous on the first node of the allocation (``--rdzv-endpoint HOST:PORT``, the SLURM job
 id as rendezvous id) and each starts its node's workers.
 
-Spec (JSON): ``{"model": GPTConfig fields, "train": TrainConfig fields, "token_files":
-[[path, dtype], ...], "state_dir": path, "name": model id}``.
+Spec (JSON): ``{"model": GPTConfig fields, "train": TrainConfig fields, "token_groups":
+[[[path, dtype], ...], ...] (one list of shards per group of ``train.mixture``, or one group),
+"state_dir": path, "name": model id}``.
 """
 
 from __future__ import annotations
@@ -158,17 +159,22 @@ def write_spec(
     path: str | os.PathLike[str],
     model_cfg: dict,
     train_cfg: dict,
-    token_files: list[tuple[str, str]],
+    token_groups: list[list[tuple[str, str]]],
     state_dir: str | os.PathLike[str],
     name: str,
 ) -> None:
     """Write a job spec for :func:`launch` (plain JSON; see the module docstring)."""
     from lmscaling.io import write_json
 
+    train = {
+        **train_cfg,
+        "checkpoint_fractions": list(train_cfg["checkpoint_fractions"]),
+        "mixture": list(train_cfg.get("mixture", ())),
+    }
     spec = {
         "model": model_cfg,
-        "train": {**train_cfg, "checkpoint_fractions": list(train_cfg["checkpoint_fractions"])},
-        "token_files": [list(item) for item in token_files],
+        "train": train,
+        "token_groups": [[list(item) for item in group] for group in token_groups],
         "state_dir": str(state_dir),
         "name": name,
     }
@@ -188,9 +194,13 @@ def main(spec_path: str) -> None:
     cuda = train_cfg.device != "cpu" and torch.cuda.is_available()
     dist.init_process_group(backend="nccl" if cuda else "gloo")
     try:
-        shards = [s for path, dtype in spec["token_files"] for s in load_tokens([path], dtype)]
+        groups = [
+            [s for path, dtype in group for s in load_tokens([path], dtype)]
+            for group in spec["token_groups"]
+        ]
+        tokens = groups if train_cfg.mixture else [s for group in groups for s in group]
         model, summary, metrics = train(
-            model_cfg, train_cfg, shards, name=spec["name"], state_dir=spec["state_dir"]
+            model_cfg, train_cfg, tokens, name=spec["name"], state_dir=spec["state_dir"]
         )
         if dist.get_rank() == 0:
             final = Path(spec["state_dir"]) / FINAL_FILE

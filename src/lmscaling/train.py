@@ -3,11 +3,12 @@
 Batches. One optimizer step consumes ``batch_size`` windows of ``context_length + 1`` tokens
 (inputs = window[:-1], targets = window[1:]), i.e. ``batch_size * context_length`` training tokens,
 summed over every GPU (rank) and micro-batch. The window starts of step ``s`` are drawn uniformly
-from ``np.random.default_rng((seed, s))``, so the data position of a step depends on
-``(seed, s)`` only: a resumed run, or one split over micro-batches (gradient accumulation) or
-ranks, sees exactly the batches of an uninterrupted single-process run. Micro-batch ``m`` of rank
-``r`` takes rows ``[(m * world + r) * micro, ...)`` of the step's batch. Windows never cross a
-shard boundary.
+over all windows, or by corpus with the probabilities of ``mixture`` then uniformly within the
+corpus (:class:`TokenStream`), from ``np.random.default_rng((seed, s))``, so the data position
+of a step depends on ``(seed, s)`` only: a resumed run, or one split over micro-batches
+(gradient accumulation) or ranks, sees exactly the batches of an uninterrupted single-process
+run. Micro-batch ``m`` of rank ``r`` takes rows ``[(m * world + r) * micro, ...)`` of the
+step's batch. Windows never cross a shard boundary.
 
 Optimisation. AdamW (Loshchilov & Hutter 2019; fused kernel where available) with weight decay
 on weight matrices only, global gradient-norm clipping, a linear warmup then either cosine decay
@@ -112,6 +113,9 @@ class TrainConfig:
         resume_every: steps between resume checkpoints (0 = none); needs a ``state_dir``.
         checkpoint_fractions: fractions of the steps in (0, 1) after which a model checkpoint is
             written; needs a ``state_dir``.
+        mixture: sampling probability of each group of token arrays (one group per training
+            corpus, ``lmscaling.data.mixture_probabilities``), in the order of the groups given
+            to :func:`train`; empty: one pool, every window equally likely.
 
     Raises:
         ValueError: naming the key whose value is out of range.
@@ -136,6 +140,7 @@ class TrainConfig:
     compile: bool = False
     resume_every: int = 0
     checkpoint_fractions: tuple[float, ...] = field(default=())
+    mixture: tuple[float, ...] = field(default=())
 
     def __post_init__(self) -> None:
         for name in ("tokens", "batch_size", "log_every"):
@@ -143,6 +148,7 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         object.__setattr__(self, "checkpoint_fractions", tuple(self.checkpoint_fractions))
+        object.__setattr__(self, "mixture", tuple(float(p) for p in self.mixture))
         fractions = self.checkpoint_fractions
         checks = {
             "micro_batch_size": isinstance(self.micro_batch_size, int)
@@ -160,6 +166,8 @@ class TrainConfig:
             "resume_every": isinstance(self.resume_every, int) and self.resume_every >= 0,
             "checkpoint_fractions": all(0 < f < 1 for f in fractions)
             and len(set(fractions)) == len(fractions),
+            "mixture": all(p > 0 for p in self.mixture)
+            and (not self.mixture or math.isclose(sum(self.mixture), 1.0, abs_tol=1e-9)),
         }
         for name, ok in checks.items():
             if not ok:
@@ -264,32 +272,64 @@ def load_tokens(paths: Sequence[str | os.PathLike[str]], dtype) -> list[np.ndarr
 
 
 class TokenStream:
-    """Uniform sampling of fixed-length windows from one or more 1-D token arrays.
+    """Sampling of fixed-length windows from one or more 1-D token arrays, in mixture groups.
 
-    A window lies inside one array; every valid start position of every array is equally
-    likely, as if the arrays were concatenated without windows across the seams.
+    A window lies inside one array. Without ``probs`` every valid start position of every array
+    is equally likely, as if the arrays were concatenated without windows across the seams.
+    With ``probs`` (one probability per group, ``groups[i]`` the group of ``arrays[i]``) a
+    window comes from group ``g`` with probability ``probs[g]``, uniformly within the group,
+    whatever the groups' sizes: the training mixture that ``lmscaling.data.mixture_probabilities``
+    defines from the corpus weights.
 
     Raises:
-        ValueError: when no array holds a full window.
+        ValueError: when no array, or no array of some group, holds a full window.
     """
 
-    def __init__(self, arrays: Sequence[np.ndarray], window: int) -> None:
-        self.arrays = [a for a in arrays if len(a) >= window]
-        if not self.arrays:
-            lengths = [len(a) for a in arrays]
+    def __init__(
+        self,
+        arrays: Sequence[np.ndarray],
+        window: int,
+        groups: Sequence[int] | None = None,
+        probs: Sequence[float] | None = None,
+    ) -> None:
+        groups = [0] * len(arrays) if groups is None else list(groups)
+        lengths = [len(a) for a in arrays]
+        # arrays ordered by group, so that each group's starts are one contiguous range
+        kept = sorted((g, i) for i, g in enumerate(groups) if lengths[i] >= window)
+        if not kept:
             raise ValueError(
                 f"too few tokens to train: need a shard of at least context_length + 1 = "
                 f"{window} tokens, got shard lengths {lengths}"
             )
+        self.arrays = [arrays[i] for _, i in kept]
         self.window = window
         self.counts = np.array([len(a) - window + 1 for a in self.arrays])  # valid starts
         self.ends = np.cumsum(self.counts)
         self.offsets = np.arange(window)
+        self.probs = None if probs is None else np.asarray(probs, dtype=float)
+        if self.probs is not None:
+            kept_groups = np.array([g for g, _ in kept])
+            sizes = np.array([self.counts[kept_groups == g].sum() for g in range(len(probs))])
+            if (sizes == 0).any():
+                short = [g for g in range(len(probs)) if sizes[g] == 0]
+                raise ValueError(
+                    f"too few tokens to train: group(s) {short} of the mixture have no shard of "
+                    f"context_length + 1 = {window} tokens"
+                )
+            self.group_sizes = sizes  # valid starts per group
+            self.group_lo = np.cumsum(sizes) - sizes  # first global start of each group
 
     @property
     def n_starts(self) -> int:
         """Number of distinct windows."""
         return int(self.ends[-1])
+
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """``size`` global start indices drawn from ``rng`` (see the class docstring)."""
+        if self.probs is None:
+            return rng.integers(0, self.n_starts, size=size)
+        group = rng.choice(len(self.probs), size=size, p=self.probs)
+        return self.group_lo[group] + rng.integers(0, self.group_sizes[group])
 
     def gather(self, starts: np.ndarray) -> np.ndarray:
         """Windows ``(len(starts), window)`` as int64 for global start indices in ``[0, n)``."""
@@ -434,7 +474,8 @@ def train(
     Args:
         model_cfg: model shape.
         cfg: optimisation settings.
-        tokens: a 1-D integer token stream or a list of them (e.g. from :func:`load_tokens`).
+        tokens: a 1-D integer token stream or a list of them (e.g. from :func:`load_tokens`);
+            with ``cfg.mixture``, one such list per mixture group (training corpus).
         on_log: optional callback receiving each metrics row (rank 0 only).
         name: model name for messages (default ``model_id(n_layer, d_model)``).
         state_dir: directory for the resume file and the fraction checkpoints; a valid
@@ -458,11 +499,25 @@ def train(
     """
     name = name or model_id(model_cfg.n_layer, model_cfg.d_model)
     T = model_cfg.context_length
-    arrays = [np.asarray(tokens)] if isinstance(tokens, np.ndarray) else list(tokens)
+    groups = None
+    if cfg.mixture:
+        if (
+            isinstance(tokens, np.ndarray)
+            or len(tokens) != len(cfg.mixture)
+            or any(isinstance(group, np.ndarray) for group in tokens)
+        ):
+            raise ValueError(
+                f"{name}: a mixture of {len(cfg.mixture)} groups needs one list of token "
+                "arrays per group"
+            )
+        arrays = [np.asarray(a) for group in tokens for a in group]
+        groups = [g for g, group in enumerate(tokens) for _ in group]
+    else:
+        arrays = [np.asarray(tokens)] if isinstance(tokens, np.ndarray) else list(tokens)
     if any(a.ndim != 1 for a in arrays):
         raise ValueError(f"{name}: token streams must be 1-D, got {[a.shape for a in arrays]}")
     try:
-        stream = TokenStream(arrays, T + 1)
+        stream = TokenStream(arrays, T + 1, groups, cfg.mixture or None)
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
     for a in stream.arrays:
@@ -534,9 +589,7 @@ def train(
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda)
 
     def batch(step: int, m: int) -> torch.Tensor:
-        starts = np.random.default_rng((cfg.seed, step)).integers(
-            0, stream.n_starts, size=cfg.batch_size
-        )
+        starts = stream.sample(np.random.default_rng((cfg.seed, step)), cfg.batch_size)
         lo = (m * world + rank) * micro
         windows = torch.from_numpy(stream.gather(starts[lo : lo + micro]))  # (micro, T+1)
         if cuda:

@@ -38,6 +38,8 @@ rule train_model:
         },
         train={k: v for k, v in config["train"].items() if k != "compute"},
         seed=config["seed"],
+        # sampling probability of each training corpus (corpora.<name>.weight)
+        mixture=MIXTURE,
         state_dir=lambda w: f"results/models/{w.tokenizer}/{w.model}/resume",
         parent=PARENT_JSON,
         gpu_locks=GPU_LOCKS,

@@ -32,6 +32,7 @@ nodes = int(getattr(smk.resources, "nodes", 1) or 1)
 # Claimed before anything touches CUDA, so that cuda:0 is this job's first GPU.
 with guard(smk.rule), claim_gpus(gpus if nodes == 1 else 0, smk.params.gpu_locks):
     shape, opts, models = smk.params.shape, smk.params.train, smk.params.models
+    mixture = smk.params.mixture  # {training corpus: sampling probability}
     vocab_size = tokenizer.load_tokenizer(smk.input.tokenizer).get_vocab_size()
     model_cfg = GPTConfig(
         vocab_size=vocab_size,
@@ -66,11 +67,20 @@ with guard(smk.rule), claim_gpus(gpus if nodes == 1 else 0, smk.params.gpu_locks
         compile=opts["compile"],
         resume_every=opts["resume_every"],
         checkpoint_fractions=tuple(opts["checkpoint_fractions"]),
+        # several training corpora: sampled by their weights, not by their sizes
+        mixture=tuple(mixture.values()) if len(mixture) > 1 else (),
     )
     state_dir = Path(smk.params.state_dir)
-    token_files = [(p, read_json(Path(p).with_suffix(".json"))["dtype"]) for p in smk.input.tokens]
-    shards = [s for path, dtype in token_files for s in load_tokens([path], dtype)]
-    available = sum(len(s) for s in shards)
+    # token shards by corpus (results/tokens/{tokenizer}/{corpus}/train/part-*.bin)
+    token_groups = {corpus: [] for corpus in mixture}
+    for p in smk.input.tokens:
+        dtype = read_json(Path(p).with_suffix(".json"))["dtype"]
+        token_groups[Path(p).parts[-3]].append((p, dtype))
+    groups = {
+        c: [s for p, d in files for s in load_tokens([p], d)] for c, files in token_groups.items()
+    }
+    shards = list(groups.values()) if train_cfg.mixture else [s for g in groups.values() for s in g]
+    available = sum(len(s) for g in groups.values() for s in g)
     nnodes, nproc = world_layout(gpus, nodes)
     if select_device(opts["device"]).type != "cuda":
         nnodes, nproc = 1, 1  # no GPU: one process on the CPU
@@ -89,7 +99,12 @@ with guard(smk.rule), claim_gpus(gpus if nodes == 1 else 0, smk.params.gpu_locks
             from lmscaling.model import load_checkpoint
 
             spec = state_dir / "job.json"
-            write_spec(spec, asdict(model_cfg), asdict(train_cfg), token_files, state_dir, w.model)
+            groups_files = (
+                list(token_groups.values())
+                if train_cfg.mixture
+                else [f for files in token_groups.values() for f in files]
+            )
+            write_spec(spec, asdict(model_cfg), asdict(train_cfg), groups_files, state_dir, w.model)
             launch(nproc, spec, nnodes=nnodes)
             model, extra = load_checkpoint(state_dir / FINAL_FILE)
             summary, rows = extra["summary"], extra["metrics"]
@@ -118,6 +133,15 @@ with guard(smk.rule), claim_gpus(gpus if nodes == 1 else 0, smk.params.gpu_locks
             compute_budget=shape.compute,
             train_tokens_available=available,
             epochs=summary["D"] / available,
+            # per corpus: its share of the windows, its tokens and the epochs over it
+            mixture={
+                c: {
+                    "probability": p,
+                    "tokens": sum(len(s) for s in groups[c]),
+                    "epochs": summary["D"] * p / max(1, sum(len(s) for s in groups[c])),
+                }
+                for c, p in mixture.items()
+            },
         )
         save_checkpoint(smk.output.checkpoint, model, extra={"summary": summary})
         with atomic_path(smk.output.metrics) as tmp, open(tmp, "w", newline="") as fh:
