@@ -131,3 +131,92 @@ def test_fit_prints_each_warning_once(tmp_path):
     output = proc.stdout + proc.stderr
     for warning in group["warnings"]:
         assert output.count(warning) == 1, warning
+
+
+def write_table(path: Path, rows) -> Path:
+    path.write_text("N,D,loss\n" + "".join(f"{n!r},{d!r},{loss!r}\n" for n, d, loss in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", b"", "empty.csv: not a readable csv table: empty CSV"),
+        ("cut.parquet", b"PAR1\x00\x00", "cut.parquet: not a readable parquet table"),
+        ("folder.csv", None, "folder.csv: not a file"),
+        ("absent.csv", False, "absent.csv: no such file"),
+    ],
+)
+def test_fit_unreadable_tables_one_line_error(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is None:
+        path.mkdir()
+    elif content is not False:
+        path.write_bytes(content)
+    proc = run("fit", str(path), "-o", str(tmp_path / "out"))
+    assert proc.returncode == 1 and message in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_fit_reads_a_name_with_glob_characters_as_one_file(tmp_path):
+    rows = [(n, 2e6 * n, 7.5 * n**-0.05) for n in (1e4, 3e4, 1e5, 3e5)]
+    write_table(tmp_path / "p[1].csv", rows)
+    write_table(tmp_path / "p1.csv", rows[:2])  # what the glob p[1].csv would match
+    proc = run("fit", str(tmp_path / "p[1].csv"), "-o", str(tmp_path / "o"), "--no-plots")
+    assert proc.returncode == 0, proc.stderr
+    assert "all points: 4 points" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--confidence", "1.5"), ("--confidence", "nan"), ("--confidence", "0"), ("--seed", "-1")]
+    + [("--bootstrap", "-5"), ("--holdout", "-1"), ("--drop-highest-loss", "-4")],
+)
+def test_fit_rejects_bad_option_values(tmp_path, option, value):
+    proc = run("fit", str(tmp_path / "any.csv"), option, value)
+    assert proc.returncode == 2 and f"argument {option}: '{value}'" in proc.stderr
+
+
+def test_fit_single_model_and_one_budget_tables_are_skipped_not_errors(tmp_path):
+    # one model: nothing to fit; three models at one budget with C = 6ND off in the last bits
+    one = write_table(tmp_path / "one.csv", [(1e6, 2e7, 3.0)])
+    budget = [
+        (n, 1e18 / (6 * n) * (1 + 1e-15 * i), 3.0 + 0.01 * i) for i, n in enumerate((1e6, 3e6, 1e7))
+    ]
+    same_c = write_table(tmp_path / "budget.csv", budget)
+    for table, skipped in ((one, "N takes a single value"), (same_c, "C takes a single value")):
+        out = tmp_path / table.stem
+        proc = run("fit", str(table), "-o", str(out), "--bootstrap", "10")
+        assert proc.returncode == 0, proc.stderr
+        assert skipped in proc.stdout and "Traceback" not in proc.stderr
+        assert (out / "scaling_law.png").stat().st_size > 0  # a figure saying why
+    fits = json.loads((tmp_path / "budget/scaling_law.json").read_text())["groups"][0]["fits"]
+    assert set(fits) == {"N", "D"}
+
+
+def test_fit_drop_highest_loss_per_group_and_holdout_too_large(tmp_path):
+    rows = [(n, 20 * n, 7.5 * n**-0.05) for n in (1e4, 3e4, 1e5, 3e5, 1e6)]
+    lines = ["tokenizer,N,D,loss"] + [
+        f"{t},{n!r},{d!r},{loss!r}" for t in "ab" for n, d, loss in rows
+    ]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    args = ["--no-plots", "--bootstrap", "10", "--axes", "N", "--holdout", "5"]
+    proc = run(
+        "fit", str(tmp_path / "t.csv"), "-o", str(tmp_path / "o"), *args, "--drop-highest-loss", "2"
+    )
+    assert proc.returncode == 0, proc.stderr
+    groups = json.loads((tmp_path / "o/scaling_law.json").read_text())["groups"]
+    assert [g["n_points"] for g in groups] == [3, 3]  # the 2 smallest models of each group left out
+    assert all(g["extrapolation"] == [] for g in groups)
+    assert "holding out the 5 largest N leaves fewer than 2 values of N to fit" in proc.stdout
+    proc = run(
+        "fit",
+        str(tmp_path / "t.csv"),
+        "-o",
+        str(tmp_path / "o2"),
+        *args,
+        "--drop-highest-loss",
+        "5",
+    )
+    assert proc.returncode == 1
+    assert "cannot drop the 5 highest-loss points of group a/-, which has 5" in proc.stderr

@@ -87,9 +87,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     logging.getLogger(fit.__name__).addHandler(logging.NullHandler())
     points = fit.read_points(args.table, _columns(args.column))
     if args.drop_highest_loss:
-        if args.drop_highest_loss >= len(points):
-            raise fit.FitError(f"--drop-highest-loss {args.drop_highest_loss}: table too small")
-        points = sorted(points, key=lambda p: p["loss"])[: -args.drop_highest_loss]
+        points = fit.drop_highest_loss(points, args.drop_highest_loss, args.table)
     settings = fit.FitSettings(
         confidence=args.confidence,
         axes=tuple(args.axes),
@@ -250,6 +248,23 @@ def _positive(text: str) -> float:
     return value
 
 
+def _level(text: str) -> float:
+    value = _positive(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a level in (0, 1), e.g. 0.95")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lmscaling`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -267,14 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD=COLUMN",
         help='table column holding a field, e.g. --column N="Model Size" (repeatable)',
     )
-    p.add_argument("--confidence", type=float, default=0.95, help="interval level")
+    p.add_argument("--confidence", type=_level, default=0.95, help="interval level in (0, 1)")
     p.add_argument("--axes", nargs="+", default=["N", "D", "C"], choices=["N", "D", "C"])
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0 = none)")
-    p.add_argument("--holdout", type=int, default=1, help="largest scales held out (0 = none)")
+    p.add_argument("--bootstrap", type=_count, default=1000, help="bootstrap resamples (0 = none)")
+    p.add_argument("--holdout", type=_count, default=1, help="largest scales held out (0 = none)")
     p.add_argument("--budget", type=_positive, nargs="+", help="FLOP budgets to plan for")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--seed", type=_count, default=0, help="bootstrap seed")
     p.add_argument(
-        "--drop-highest-loss", type=int, default=0, metavar="K", help="drop the K worst points"
+        "--drop-highest-loss",
+        type=_count,
+        default=0,
+        metavar="K",
+        help="leave out the K highest-loss fitted points of each group (tokenizer, eval set)",
     )
     p.add_argument("--no-plots", action="store_true", help="write the JSON only")
     p.set_defaults(func=cmd_fit)

@@ -91,7 +91,7 @@ class PowerLawFit:
             )
         self.n = int(x_arr.size)
         self.warnings = []
-        if len(np.unique(x_arr)) < 2:
+        if n_distinct(x_arr) < 2:
             raise FitError(f"L({self.x_name}): every point has the same {self.x_name}")
         exog = sm.add_constant(np.log(x_arr))
         if self.robust:
@@ -282,6 +282,13 @@ class FitSettings:
 NEEDED = ("tokenizer", "eval_set", "loss", "N", "D", "C")
 
 
+def n_distinct(values: np.ndarray, rtol: float = 1e-9) -> int:
+    """Number of distinct positive values, two values within a relative ``rtol`` counting as
+    one: a C derived as 6ND differs from its budget in the last bits, which is not a spread
+    a power law can be fitted to."""
+    return int(np.unique(np.round(np.log(np.asarray(values, dtype=float)) / rtol)).size)
+
+
 def select_points(points: list[dict], source: str = "points") -> list[dict]:
     """The rows to fit: those with ``final`` true (all rows when there is no ``final`` column).
 
@@ -307,6 +314,28 @@ def select_points(points: list[dict], source: str = "points") -> list[dict]:
     if not rows:
         raise FitError(f"{source}: no row has final == true")
     return rows
+
+
+def drop_highest_loss(points: list[dict], k: int, source: str = "points") -> list[dict]:
+    """The fitted rows (:func:`select_points`) without the ``k`` highest-loss ones of each
+    (tokenizer, eval set) group, e.g. ``k = 5`` for the refit of Chinchilla's Approach 3 by
+    Besiroglu et al. 2024 (``tests/test_fit_epoch.py``).
+
+    Raises:
+        FitError: as :func:`select_points`, or a group with ``k`` points or fewer.
+    """
+    rows = select_points(points, source)
+    out = []
+    for key in sorted({(p["tokenizer"], p["eval_set"]) for p in rows}):
+        group = [p for p in rows if (p["tokenizer"], p["eval_set"]) == key]
+        group.sort(key=lambda p: p["loss"])
+        if len(group) <= k:
+            raise FitError(
+                f"{source}: cannot drop the {k} highest-loss points of group {key[0]}/{key[1]}, "
+                f"which has {len(group)}"
+            )
+        out += group[: len(group) - k]
+    return out
 
 
 def _span_warning(name: str, values: np.ndarray) -> list[str]:
@@ -370,7 +399,7 @@ def _fit_group(rows: list[dict], settings: FitSettings, label: str) -> dict:
 
     for axis in settings.axes:
         x = cols[axis]
-        if len(np.unique(x)) < 2:
+        if n_distinct(x) < 2:
             warn.append(f"{axis} takes a single value: L({axis}) not fitted")
             continue
         ols = PowerLawFit(axis, conf).fit(x, loss).bootstrap(settings.bootstrap, seed)
@@ -380,16 +409,17 @@ def _fit_group(rows: list[dict], settings: FitSettings, label: str) -> dict:
         group["fits"][axis] = entry
         warn.extend(f"L({axis}): {w}" for w in ols.warnings)
         mask = _holdout_mask(x, settings.holdout)
-        if mask.any() and len(np.unique(x[~mask])) >= 2:
+        if mask.any() and n_distinct(x[~mask]) >= 2:
             part = PowerLawFit(axis, conf).fit(x[~mask], loss[~mask])
             band = part.band(x) if part.df_resid > 0 else (None, None)
             held = _heldout_rows(rows, mask, part.predict(x), *band)
             group["extrapolation"].append(
                 _extrapolation_record(f"L_{axis}", f"L({axis}) power law", axis, mask, held, part.n)
             )
-        elif mask.any():
+        elif settings.holdout >= 1:
             warn.append(
-                f"L({axis}) extrapolation check skipped: one {axis} left without the largest"
+                f"L({axis}) extrapolation check skipped: holding out the {settings.holdout} "
+                f"largest {axis} leaves fewer than 2 values of {axis} to fit"
             )
         if ols.n < 3:
             group["saturating"][axis] = skip(
@@ -417,8 +447,8 @@ def _fit_group(rows: list[dict], settings: FitSettings, label: str) -> dict:
     n_, d_, c_ = cols["N"], cols["D"], cols["C"]
     budgets = list(settings.budgets) if settings.budgets else _default_budgets(float(c_.max()))
     name = "Chinchilla L(N, D)"
-    if len(np.unique(d_)) < 2 or len(np.unique(n_)) < 2:
-        fixed = "D" if len(np.unique(d_)) < 2 else "N"
+    if n_distinct(d_) < 2 or n_distinct(n_) < 2:
+        fixed = "D" if n_distinct(d_) < 2 else "N"
         group["chinchilla"] = skip(
             name, f"{fixed} takes a single value; L(N, D) needs both to vary"
         )
@@ -432,7 +462,7 @@ def _fit_group(rows: list[dict], settings: FitSettings, label: str) -> dict:
         warn.extend(chin.warnings)
         warn.extend(_span_warning("Chinchilla N", n_) + _span_warning("Chinchilla D", d_))
         mask = _holdout_mask(n_, settings.holdout)
-        if mask.any() and (~mask).sum() >= 5 and len(np.unique(d_[~mask])) >= 2:
+        if mask.any() and (~mask).sum() >= 5 and n_distinct(d_[~mask]) >= 2:
             part = ChinchillaFit(confidence=conf).fit(nd[~mask], loss[~mask])
             held = _heldout_rows(rows, mask, part.predict(nd))
             group["extrapolation"].append(
@@ -567,18 +597,26 @@ def read_points(
     derived as C / (6N), when C is missing as 6ND (Kaplan et al. 2020, eq. 2.1).
 
     Raises:
-        FitError: unknown format, a named column absent, loss/N and one of D, C missing, or
-            one of them not numeric.
+        FitError: no such file, unknown format, an unreadable (empty, truncated) table, a named
+            column absent, loss/N and one of D, C missing, or one of them not numeric.
     """
     import polars as pl
 
     path = Path(path)
-    if path.suffix == ".parquet":
-        table = pl.read_parquet(path)
-    elif path.suffix == ".csv":
-        table = pl.read_csv(path, infer_schema_length=10000)
-    else:
+    if path.suffix not in (".csv", ".parquet"):
         raise FitError(f"{path}: unknown table format (use .csv or .parquet)")
+    if not path.is_file():
+        raise FitError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
+    try:
+        # read from an open file: polars would expand a path with * ? [ ] as a glob
+        with open(path, "rb") as fh:
+            if path.suffix == ".parquet":
+                table = pl.read_parquet(fh)
+            else:
+                table = pl.read_csv(fh, infer_schema_length=10000)
+    except pl.exceptions.PolarsError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise FitError(f"{path}: not a readable {path.suffix[1:]} table: {first}") from None
     columns = columns or {}
     absent = [src for src in columns.values() if src not in table.columns]
     if absent:

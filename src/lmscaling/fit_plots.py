@@ -35,6 +35,15 @@ def _save(fig, png_path: str | Path, svg_path: str | Path) -> None:
     plt.close(fig)
 
 
+def _message_figure(text: str, png_path: str | Path, svg_path: str | Path) -> None:
+    """A figure that only says why there is nothing to draw (the outputs still exist)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 2.8))
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
+    ax.set_axis_off()
+    _save(fig, png_path, svg_path)
+
+
 def _group_rows(result: dict, group: dict) -> list[dict]:
     key = (group["tokenizer"], group["eval_set"])
     return [p for p in result["points"] if (p["tokenizer"], p["eval_set"]) == key]
@@ -69,16 +78,19 @@ def plot_main(result: dict, png_path: str | Path, svg_path: str | Path) -> None:
     (crosses, relative error in the legend) and, on the C panel, the Chinchilla compute-optimal
     frontier ``L(N_opt(C), D_opt(C))`` (dotted).
 
-    Raises:
-        FitError: no axis was fitted in any group.
+    When no axis was fitted in any group (e.g. a single model, or ``fit.axes: [D]`` with one D
+    for every model) the figure lists the reasons instead.
     """
     from lmscaling.chinchilla import ChinchillaFit, SaturatingPowerLawFit
-    from lmscaling.fit import FitError, PowerLawFit
+    from lmscaling.fit import PowerLawFit
 
     plt = _pyplot()
     axes_present = [a for a in AXES if any(a in g["fits"] for g in result["groups"])]
     if not axes_present:
-        raise FitError("nothing to plot: no axis was fitted")
+        reasons = {w for g in result["groups"] for w in g["warnings"] if "not fitted" in w}
+        text = "No scaling law fitted:\n" + "\n".join(sorted(reasons))
+        _message_figure(text, png_path, svg_path)
+        return
     fig, axs = plt.subplots(1, len(axes_present), figsize=(5.6 * len(axes_present), 4.6))
     axs = np.atleast_1d(axs)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -174,10 +186,7 @@ def plot_residuals(result: dict, png_path: str | Path, svg_path: str | Path) -> 
     if any(_fitted(g.get("chinchilla")) for g in result["groups"]):
         panels.append("chinchilla")
     if not panels:
-        fig, ax = plt.subplots(figsize=(5, 3))
-        ax.text(0.5, 0.5, "no fit, no residuals", ha="center", va="center")
-        ax.set_axis_off()
-        _save(fig, png_path, svg_path)
+        _message_figure("no fit, no residuals", png_path, svg_path)
         return
     fig, axs = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.8), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -223,16 +232,13 @@ def plot_isoflop(result: dict, png_path: str | Path, svg_path: str | Path) -> No
         g for g in result["groups"] if _fitted(g.get("isoflop")) or _fitted(g.get("chinchilla"))
     ]
     if not groups:
-        fig, ax = plt.subplots(figsize=(6.5, 2.8))
         reasons = {
             g.get(key, {}).get("skipped", "")
             for g in result["groups"]
             for key in ("isoflop", "chinchilla")
         }
         text = "No IsoFLOP or Chinchilla fit:\n" + "\n".join(sorted(r for r in reasons if r))
-        ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
-        ax.set_axis_off()
-        _save(fig, png_path, svg_path)
+        _message_figure(text, png_path, svg_path)
         return
     fig, axs = plt.subplots(len(groups), 2, figsize=(11, 4.4 * len(groups)), squeeze=False)
     cmap = plt.get_cmap("viridis")
