@@ -67,3 +67,61 @@ def test_guard_lets_other_os_errors_through():
     with pytest.raises(OSError, match="bad descriptor"):
         with guard("x"):
             raise OSError(errno.EBADF, "bad descriptor")
+
+
+@pytest.mark.parametrize("content", [b"", b'{"loss": 3.', b"\xff\xfe"])
+def test_corrupt_json_is_one_line_job_error_naming_the_file(tmp_path, capsys, content):
+    from lmscaling.io import CorruptFileError
+    from lmscaling.jobs import guard
+
+    path = tmp_path / "L1-D16.json"
+    path.write_bytes(content)
+    with pytest.raises(CorruptFileError, match="L1-D16.json: not valid JSON"):
+        read_json(path)
+    with pytest.raises(SystemExit) as stop:
+        with guard("collect_points"):
+            read_json(path)
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ERROR [collect_points]: ") and str(path) in err
+    assert "\n" not in err and "remove it and rerun" in err
+
+
+def test_training_input_errors_are_one_line_job_errors(tmp_path, capsys):
+    import numpy as np
+    import torch
+
+    from lmscaling.jobs import guard
+    from lmscaling.model import GPTConfig
+    from lmscaling.train import TrainConfig, TrainError, select_device, train
+
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainError, match="'cuda' requested but CUDA is not available"):
+            select_device("cuda")
+    short = np.arange(10, dtype=np.uint16)  # fewer than context_length + 1 tokens
+    with pytest.raises(SystemExit):
+        with guard("train_model"):
+            train(GPTConfig(64, 32, 1, 16, 1), TrainConfig(tokens=1000, device="cpu"), short)
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith("ERROR [train_model]: L1-D16: too few tokens to train") and "\n" not in err
+    )
+
+
+def test_unexpected_error_traceback_reaches_the_job_log(tmp_path):
+    import logging
+
+    from lmscaling.jobs import configure_logging, guard
+
+    log = tmp_path / "job.log"
+    configure_logging(log)
+    try:
+        with pytest.raises(KeyError):
+            with guard("evaluate"):
+                {}["missing"]
+    finally:
+        for handler in list(logging.getLogger().handlers):
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    text = log.read_text()
+    assert "[evaluate] unexpected error" in text and "Traceback" in text and "KeyError" in text

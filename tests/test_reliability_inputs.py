@@ -16,7 +16,6 @@ import ast
 import contextlib
 import json
 import os
-import pickle
 import re
 import shutil
 import subprocess
@@ -34,7 +33,14 @@ from conftest import REPO, TINY_CONFIG, run_snakemake
 from snakemake.utils import validate
 
 from lmscaling.config import ConfigError, ModelShape, check_config
-from lmscaling.model import GPT, GPTConfig, count_parameters, load_checkpoint, save_checkpoint
+from lmscaling.model import (
+    GPT,
+    CheckpointError,
+    GPTConfig,
+    count_parameters,
+    load_checkpoint,
+    save_checkpoint,
+)
 from lmscaling.points import check_eval_config
 from lmscaling.schema import validate_schema
 from lmscaling.train import ResumeError, load_resume
@@ -514,8 +520,13 @@ def test_checkpoint_with_pickled_object_is_refused(tmp_path):
     payload["extra"] = {"summary": _Payload(str(target))}
     evil = tmp_path / "evil.pt"
     torch.save(payload, evil)
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    with pytest.raises(CheckpointError, match="evil.pt: cannot read .*Weights only load failed"):
         load_checkpoint(evil)
+    for size in (0, 100, 5000):  # truncated copies: one error naming the file
+        cut = tmp_path / f"cut{size}.pt"
+        cut.write_bytes(good.read_bytes()[:size])
+        with pytest.raises(CheckpointError, match=f"cut{size}.pt: cannot read the checkpoint"):
+            load_checkpoint(cut)
     torch.save({"version": 1, "model": _Payload(str(target))}, tmp_path / "resume.pt")
     with pytest.raises(ResumeError, match="cannot read resume state"):
         load_resume(tmp_path / "resume.pt", torch.device("cpu"))

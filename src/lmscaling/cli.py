@@ -52,14 +52,14 @@ def _groups(result: dict, args: argparse.Namespace) -> list[dict]:
 
 def _read_fit(path: str) -> dict:
     from lmscaling.fit import FitError
-    from lmscaling.io import read_json
+    from lmscaling.io import CorruptFileError, read_json
 
     try:
         result = read_json(path)
     except FileNotFoundError:
         raise FitError(f"{path}: no such file") from None
-    except json.JSONDecodeError as err:
-        raise FitError(f"{path}: not JSON: {err}") from None
+    except CorruptFileError as err:
+        raise FitError(f"{path}: not JSON: {err.__cause__}") from None
     if not isinstance(result, dict) or "groups" not in result:
         raise FitError(f"{path}: not a scaling-law fit (no 'groups'); use `lmscaling fit` first")
     return result

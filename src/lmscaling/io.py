@@ -62,9 +62,23 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+class CorruptFileError(ValueError):
+    """A file the workflow wrote earlier is unreadable (e.g. emptied or cut by hand)."""
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """Read a JSON file.
+
+    Raises:
+        FileNotFoundError: no such file.
+        CorruptFileError: naming ``path`` when it is not valid UTF-8 JSON.
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptFileError(
+            f"{path}: not valid JSON ({exc}); remove it and rerun the job that writes it"
+        ) from exc
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:

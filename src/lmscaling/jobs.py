@@ -53,6 +53,8 @@ def known_errors() -> tuple[type[BaseException], ...]:
         ("lmscaling.points", "PointsError"),
         ("lmscaling.evaluate", "EvalError"),
         ("lmscaling.model", "CheckpointError"),
+        ("lmscaling.train", "TrainError"),
+        ("lmscaling.io", "CorruptFileError"),
         ("lmscaling.gpus", "GPUClaimError"),
         ("lmscaling.distributed", "LayoutError"),
         ("lmscaling.distributed", "LaunchError"),
@@ -90,7 +92,8 @@ def guard(rule: str) -> Iterator[None]:
     """Run a job body; turn a known error into ``ERROR [rule]: message`` and exit status 1.
 
     Known errors are the stage errors of :func:`known_errors` and storage errors (a full disk,
-    a quota, a read-only or forbidden path: :data:`STORAGE_ERRNOS`).
+    a quota, a read-only or forbidden path: :data:`STORAGE_ERRNOS`). Any other error propagates
+    with its traceback, which is also written to the job's log file.
     """
     try:
         yield
@@ -99,8 +102,26 @@ def guard(rule: str) -> Iterator[None]:
     except OSError as err:
         message = _storage_message(err)
         if message is None:
+            _log_traceback(rule)
             raise
         _fail(rule, message)
+    except Exception:
+        _log_traceback(rule)
+        raise
+
+
+def _log_traceback(rule: str) -> None:
+    """Write the traceback of the error being handled to the job's log file(s).
+
+    Python prints it to stderr when it propagates; this puts it in the rule's ``log:`` file
+    too, beside the job's progress lines.
+    """
+    record = logging.getLogger("lmscaling").makeRecord(
+        "lmscaling", logging.ERROR, __file__, 0, "[%s] unexpected error", (rule,), sys.exc_info()
+    )
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _fail(rule: str, message: str) -> NoReturn:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from dataclasses import asdict, dataclass
 
 import torch
@@ -518,10 +519,18 @@ def load_checkpoint(
         ``(model in eval mode, extra)``; ``extra`` is ``{}`` when none was stored.
 
     Raises:
-        CheckpointError: naming ``path`` when fields are missing or the weights do not match the
-            stored configuration.
+        CheckpointError: naming ``path`` when it cannot be read (missing, truncated, not a torch
+            file, or a pickle that ``weights_only`` refuses), fields are missing or the weights
+            do not match the stored configuration.
     """
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(
+            f"{path}: cannot read the checkpoint ({reason}); remove it and rerun the job "
+            "that writes it"
+        ) from exc
     if not isinstance(payload, dict) or not {"config", "state_dict"} <= payload.keys():
         raise CheckpointError(f"{path}: not a lmscaling checkpoint (needs 'config', 'state_dict')")
     try:

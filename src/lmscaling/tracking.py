@@ -76,7 +76,7 @@ from mlflow.entities import (  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from lmscaling.io import read_json, sha256_file, write_json  # noqa: E402
+from lmscaling.io import CorruptFileError, read_json, sha256_file, write_json  # noqa: E402
 from lmscaling.records import (  # noqa: E402
     PARENT_RECORD,
     RECORD_FORMAT,
@@ -590,7 +590,7 @@ def apply_event(
 def _read_parent(path: Path) -> dict[str, Any]:
     try:
         info = read_json(path)
-    except json.JSONDecodeError as exc:
+    except CorruptFileError as exc:
         raise ValueError(f"{path}: not a parent-run file, invalid JSON: {exc}") from exc
     if isinstance(info, dict) and info.get("mode") == "disabled":
         return info

@@ -84,6 +84,11 @@ PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
 )
 
 
+class TrainError(ValueError):
+    """Bad training input: settings out of range, an unusable device, token shards that are
+    missing, truncated, too short for one window or hold ids outside the vocabulary."""
+
+
 class ResumeError(ValueError):
     """A resume file cannot be read or was written by an incompatible version."""
 
@@ -146,7 +151,7 @@ class TrainConfig:
         for name in ("tokens", "batch_size", "log_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise TrainError(f"{name} must be a positive integer, got {value!r}")
         object.__setattr__(self, "checkpoint_fractions", tuple(self.checkpoint_fractions))
         object.__setattr__(self, "mixture", tuple(float(p) for p in self.mixture))
         fractions = self.checkpoint_fractions
@@ -171,7 +176,7 @@ class TrainConfig:
         }
         for name, ok in checks.items():
             if not ok:
-                raise ValueError(f"{name} is out of range: {getattr(self, name)!r}")
+                raise TrainError(f"{name} is out of range: {getattr(self, name)!r}")
 
 
 def select_device(pref: str, local_rank: int = 0) -> torch.device:
@@ -187,9 +192,9 @@ def select_device(pref: str, local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(pref)
     except RuntimeError as exc:
-        raise ValueError(f"device {pref!r} is not a valid torch device: {exc}") from exc
+        raise TrainError(f"device {pref!r} is not a valid torch device: {exc}") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {pref!r} requested but CUDA is not available")
+        raise TrainError(f"device {pref!r} requested but CUDA is not available")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local_rank)
     return device
@@ -251,18 +256,18 @@ def load_tokens(paths: Sequence[str | os.PathLike[str]], dtype) -> list[np.ndarr
     """
     dt = np.dtype(dtype).newbyteorder("<")
     if dt.kind != "u" or dt.itemsize not in (2, 4):
-        raise ValueError(f"token dtype must be uint16 or uint32, got {np.dtype(dtype)}")
+        raise TrainError(f"token dtype must be uint16 or uint32, got {np.dtype(dtype)}")
     if not paths:
-        raise ValueError("no token shard paths given")
+        raise TrainError("no token shard paths given")
     shards = []
     for path in paths:
         size = os.path.getsize(path)
         if size % dt.itemsize:
-            raise ValueError(f"{path}: size {size} bytes is not a multiple of {dt.itemsize}")
+            raise TrainError(f"{path}: size {size} bytes is not a multiple of {dt.itemsize}")
         sidecar = Path(path).with_suffix(".json")
         tokens = read_json(sidecar)["tokens"] if sidecar.exists() else size // dt.itemsize
         if size != tokens * dt.itemsize:
-            raise ValueError(
+            raise TrainError(
                 f"{path}: holds {size // dt.itemsize} tokens, its sidecar {sidecar.name} says "
                 f"{tokens} (truncated or replaced; delete it and rerun)"
             )
@@ -297,7 +302,7 @@ class TokenStream:
         # arrays ordered by group, so that each group's starts are one contiguous range
         kept = sorted((g, i) for i, g in enumerate(groups) if lengths[i] >= window)
         if not kept:
-            raise ValueError(
+            raise TrainError(
                 f"too few tokens to train: need a shard of at least context_length + 1 = "
                 f"{window} tokens, got shard lengths {lengths}"
             )
@@ -312,7 +317,7 @@ class TokenStream:
             sizes = np.array([self.counts[kept_groups == g].sum() for g in range(len(probs))])
             if (sizes == 0).any():
                 short = [g for g in range(len(probs)) if sizes[g] == 0]
-                raise ValueError(
+                raise TrainError(
                     f"too few tokens to train: group(s) {short} of the mixture have no shard of "
                     f"context_length + 1 = {window} tokens"
                 )
@@ -506,7 +511,7 @@ def train(
             or len(tokens) != len(cfg.mixture)
             or any(isinstance(group, np.ndarray) for group in tokens)
         ):
-            raise ValueError(
+            raise TrainError(
                 f"{name}: a mixture of {len(cfg.mixture)} groups needs one list of token "
                 "arrays per group"
             )
@@ -515,27 +520,27 @@ def train(
     else:
         arrays = [np.asarray(tokens)] if isinstance(tokens, np.ndarray) else list(tokens)
     if any(a.ndim != 1 for a in arrays):
-        raise ValueError(f"{name}: token streams must be 1-D, got {[a.shape for a in arrays]}")
+        raise TrainError(f"{name}: token streams must be 1-D, got {[a.shape for a in arrays]}")
     try:
         stream = TokenStream(arrays, T + 1, groups, cfg.mixture or None)
     except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from None
+        raise TrainError(f"{name}: {exc}") from None
     for a in stream.arrays:
         lo, hi = int(a.min()), int(a.max())
         if lo < 0 or hi >= model_cfg.vocab_size:
-            raise ValueError(
+            raise TrainError(
                 f"{name}: token ids span [{lo}, {hi}], outside [0, "
                 f"vocab_size={model_cfg.vocab_size})"
             )
     if (cfg.resume_every or cfg.checkpoint_fractions) and state_dir is None:
-        raise ValueError(f"{name}: resume_every and checkpoint_fractions need a state_dir")
+        raise TrainError(f"{name}: resume_every and checkpoint_fractions need a state_dir")
 
     distributed = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if distributed else 0
     world = dist.get_world_size() if distributed else 1
     micro = cfg.micro_batch_size or cfg.batch_size // world
     if micro < 1 or cfg.batch_size % (micro * world):
-        raise ValueError(
+        raise TrainError(
             f"{name}: batch_size {cfg.batch_size} is not a multiple of micro_batch_size "
             f"{micro} x world size {world}"
         )
