@@ -587,6 +587,19 @@ def files_config(paths: list[str], **data) -> dict:
 
 
 @pytest.mark.e2e
+def test_input_path_with_braces_is_rejected_naming_the_key(tmp_path):
+    folder = tmp_path / "in{x}"
+    folder.mkdir()
+    (folder / "a.txt").write_text("alpha beta gamma delta epsilon zeta\n\n" * 20)
+    proc = dry_run(tmp_path, files_config([str(folder / "*.txt")]))
+    assert proc.returncode != 0
+    message = f"corpora.web.paths: {folder / 'a.txt'}: Snakemake reads braces in an input path"
+    output = proc.stdout + proc.stderr  # Snakemake prints parse errors on stdout
+    assert f"Invalid configuration: {message}" in output
+    assert "WildcardError" not in output
+
+
+@pytest.mark.e2e
 def test_hostile_input_path_is_prepared_end_to_end(tmp_path):
     folder = tmp_path / "in" / HOSTILE
     folder.mkdir(parents=True)

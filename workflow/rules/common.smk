@@ -57,6 +57,13 @@ try:
     }
     # Missing files and empty globs stop the workflow here, before any job.
     CORPUS_INPUTS = {name: resolve_inputs(spec) for name, spec in CORPORA.items()}
+    for name, files in CORPUS_INPUTS.items():
+        for f in files:
+            if f.path and ("{" in f.path or "}" in f.path):
+                raise ConfigError(
+                    f"corpora.{name}.paths: {f.path}: Snakemake reads braces in an input path "
+                    "as wildcards; rename it, or link it under a name without braces"
+                )
     # Input files grouped into map jobs (fixed at parse time; outputs do not depend on it).
     DATA_OPTIONS = data_options_from_config(config["data"])
     CORPUS_TASKS = {
