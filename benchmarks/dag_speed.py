@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from lmscaling.argtypes import positive_int
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
 GOAL_S = 5.0
@@ -88,9 +90,9 @@ def dry_run(configfile: Path, workdir: Path) -> tuple[float, float, float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scales", type=int, default=32)
-    parser.add_argument("--shards", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--scales", type=positive_int, default=32, help="models in the grid")
+    parser.add_argument("--shards", type=positive_int, default=64, help="shards per split")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="timed dry runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "big.yaml"

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import yaml
 
+from lmscaling.argtypes import positive_int
 from lmscaling.config import model_grid
 from lmscaling.evaluate import evaluate
 from lmscaling.model import GPT, GPTConfig, count_parameters
@@ -69,16 +70,29 @@ def eval_rate(model: GPT, tokens: np.ndarray, opts: dict, device: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per run")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps before them")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating runs per side")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--steps",
+        type=positive_int,
+        default=10,
+        help="timed steps per run (a multiple of --warmup)",
+    )
+    parser.add_argument("--warmup", type=positive_int, default=5, help="untimed steps before them")
+    parser.add_argument("--rounds", type=positive_int, default=5, help="alternating runs per side")
+    parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
-    parser.add_argument("--config", default=str(REPO / "config" / "config.yaml"))
+    parser.add_argument(
+        "--config", default=str(REPO / "config" / "config.yaml"), help="workflow config"
+    )
     args = parser.parse_args()
     if args.warmup < 1 or args.steps < args.warmup or args.steps % args.warmup:
         parser.error("--steps must be a positive multiple of --warmup")
 
+    if not Path(args.config).is_file():
+        parser.error(f"--config {args.config}: no such file")
+    try:
+        device = select_device(args.device)
+    except ValueError as err:
+        parser.error(f"--device: {err}")
     config = yaml.safe_load(Path(args.config).read_text())
     vocab = next(iter(config["tokenizers"].values()))["vocab_size"]
     context = config["models"]["context_length"]
@@ -86,7 +100,6 @@ def main() -> None:
     shapes = {(s.n_layer, s.d_model, s.n_head): s.id for s in model_grid(config)}
 
     torch.set_num_threads(args.threads)
-    device = select_device(args.device)
     if device.type == "cpu":
         keep_freed_memory_in_heap()  # process-wide: both sides benefit
     rng = np.random.default_rng(0)

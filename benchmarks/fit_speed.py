@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
+from lmscaling.argtypes import count, positive_int
 from lmscaling.chinchilla import ChinchillaFit, huber_lse_objective
 
 TARGET_S = 60.0
@@ -50,8 +51,8 @@ def points() -> tuple[np.ndarray, np.ndarray, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap refits")
-    parser.add_argument("--peer-starts", type=int, default=100, help="scipy starts to time")
+    parser.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap refits")
+    parser.add_argument("--peer-starts", type=count, default=100, help="scipy starts to time")
     args = parser.parse_args()
     x, loss, source = points()
     print(f"{len(loss)} points ({source}); {os.cpu_count()} CPUs visible")
@@ -83,7 +84,8 @@ def main() -> None:
         log_x, log_loss = np.log(x), np.log(loss)
         lower, upper = fit.bounds()
         grid = fit.grid()
-        pick = np.random.default_rng(0).choice(len(grid), args.peer_starts, replace=False)
+        starts = min(args.peer_starts, len(grid))  # at most the whole grid
+        pick = np.random.default_rng(0).choice(len(grid), starts, replace=False)
 
         def one(theta):
             f, g = huber_lse_objective(theta[None], log_x, log_loss)
@@ -94,10 +96,10 @@ def main() -> None:
             minimize(
                 one, start, jac=True, method="L-BFGS-B", bounds=list(zip(lower, upper, strict=True))
             )
-        t_peer = (time.perf_counter() - t0) * len(grid) / args.peer_starts
+        t_peer = (time.perf_counter() - t0) * len(grid) / starts
         print(
             f"peer: scipy L-BFGS-B one start at a time, whole grid (scaled from "
-            f"{args.peer_starts} starts): {t_peer:.1f} s; batched grid is {t_peer / t_grid:.1f}x "
+            f"{starts} starts): {t_peer:.1f} s; batched grid is {t_peer / t_grid:.1f}x "
             "faster"
         )
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import yaml
 
+from lmscaling.argtypes import positive_int
 from lmscaling.config import model_grid
 from lmscaling.model import GPTConfig, count_parameters
 from lmscaling.train import TrainConfig, device_peak_flops, select_device, train
@@ -44,9 +45,9 @@ def largest_preset_model() -> GPTConfig:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300, help="optimizer steps (all)")
-    parser.add_argument("--warmup", type=int, default=50, help="untimed first steps")
-    parser.add_argument("--micro-batch", type=int, default=16, help="sequences per step")
+    parser.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (all)")
+    parser.add_argument("--warmup", type=positive_int, default=50, help="untimed first steps")
+    parser.add_argument("--micro-batch", type=positive_int, default=16, help="sequences per step")
     parser.add_argument("--no-compile", action="store_true", help="eager mode")
     parser.add_argument("--tiny", action="store_true", help="small model, any device")
     args = parser.parse_args()

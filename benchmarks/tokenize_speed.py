@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from lmscaling import tokenizer as T
+from lmscaling.argtypes import count, positive_int
 from lmscaling.data import corpus_spec_from_config, data_options_from_config, prepare_corpus
 from lmscaling.io import read_json
 
@@ -127,10 +128,12 @@ def measure_child(*args) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="encoder/trainer threads")
-    parser.add_argument("--vocab-size", type=int, default=2048)
-    parser.add_argument("--train-bytes", type=int, default=4_000_000)
-    parser.add_argument("--repeats", type=int, default=3, help="timings of each; best kept")
+    parser.add_argument("--threads", type=positive_int, default=2, help="encoder/trainer threads")
+    parser.add_argument("--vocab-size", type=positive_int, default=2048)
+    parser.add_argument("--train-bytes", type=count, default=4_000_000, help="0 = all")
+    parser.add_argument(
+        "--repeats", type=positive_int, default=3, help="timings of each; best kept"
+    )
     parser.add_argument("--skip-bad-input", action="store_true")
     parser.add_argument("--skip-speed", action="store_true", help="train, then bad input only")
     args = parser.parse_args()

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lmscaling.argtypes import positive_int
 from lmscaling.model import GPTConfig, count_parameters, model_id
 from lmscaling.train import TrainConfig, keep_freed_memory_in_heap, train
 
@@ -133,10 +134,17 @@ def kernel_share(run: Callable[..., object], *args: object) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40, help="timed optimizer steps per run")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed steps before them")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per side")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (workflow: 1)")
+    parser.add_argument(
+        "--steps",
+        type=positive_int,
+        default=40,
+        help="timed steps per run (a multiple of --warmup)",
+    )
+    parser.add_argument("--warmup", type=positive_int, default=10, help="untimed steps before them")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="alternating runs per side")
+    parser.add_argument(
+        "--threads", type=positive_int, default=1, help="torch CPU threads (workflow: 1)"
+    )
     parser.add_argument(
         "--clock",
         choices=sorted(CLOCKS),
@@ -151,10 +159,12 @@ def main() -> None:
         "ceiling of the ratio (see the module docstring)",
     )
     args = parser.parse_args()
+    try:
+        import transformers
+    except ImportError:
+        parser.error("needs the peer: pip install -e '.[bench]' (transformers)")
     if args.warmup < 1 or args.steps < args.warmup or args.steps % args.warmup:
         parser.error("--steps must be a positive multiple of --warmup")
-    import transformers
-
     torch.set_num_threads(args.threads)
     keep_freed_memory_in_heap()  # process-wide: the peer benefits from it too
     tokens = np.random.default_rng(0).integers(0, VOCAB, size=1_000_000).astype(np.uint16)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lmscaling.argtypes import count, level, positive_float
+
 
 def _columns(pairs: list[str]) -> dict[str, str]:
     out = {}
@@ -238,33 +240,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
-
-
-def _level(text: str) -> float:
-    value = _positive(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a level in (0, 1), e.g. 0.95")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``lmscaling`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -282,15 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FIELD=COLUMN",
         help='table column holding a field, e.g. --column N="Model Size" (repeatable)',
     )
-    p.add_argument("--confidence", type=_level, default=0.95, help="interval level in (0, 1)")
+    p.add_argument("--confidence", type=level, default=0.95, help="interval level in (0, 1)")
     p.add_argument("--axes", nargs="+", default=["N", "D", "C"], choices=["N", "D", "C"])
-    p.add_argument("--bootstrap", type=_count, default=1000, help="bootstrap resamples (0 = none)")
-    p.add_argument("--holdout", type=_count, default=1, help="largest scales held out (0 = none)")
-    p.add_argument("--budget", type=_positive, nargs="+", help="FLOP budgets to plan for")
-    p.add_argument("--seed", type=_count, default=0, help="bootstrap seed")
+    p.add_argument("--bootstrap", type=count, default=1000, help="bootstrap resamples (0 = none)")
+    p.add_argument("--holdout", type=count, default=1, help="largest scales held out (0 = none)")
+    p.add_argument("--budget", type=positive_float, nargs="+", help="FLOP budgets to plan for")
+    p.add_argument("--seed", type=count, default=0, help="bootstrap seed")
     p.add_argument(
         "--drop-highest-loss",
-        type=_count,
+        type=count,
         default=0,
         metavar="K",
         help="leave out the K highest-loss fitted points of each group (tokenizer, eval set)",
@@ -305,10 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("fit", help="scaling_law.json written by `lmscaling fit` or the workflow")
         if name == "predict":
-            p.add_argument("--N", type=_positive, required=True, help="non-embedding parameters")
-            p.add_argument("--D", type=_positive, help="training tokens")
+            p.add_argument(
+                "--N", type=positive_float, required=True, help="non-embedding parameters"
+            )
+            p.add_argument("--D", type=positive_float, help="training tokens")
         else:
-            p.add_argument("--budget", type=_positive, nargs="+", required=True, help="FLOP")
+            p.add_argument("--budget", type=positive_float, nargs="+", required=True, help="FLOP")
         p.add_argument("--tokenizer", help="only this tokenizer's group")
         p.add_argument("--eval-set", help="only this evaluation set's group")
         p.add_argument("--json", action="store_true", help="machine-readable output")
