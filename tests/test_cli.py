@@ -94,6 +94,10 @@ def test_predict_and_plan_read_the_saved_fit(fitted):
     assert {p["method"] for p in plans} == {"chinchilla", "isoflop"}
     text = run("plan", str(path), "--budget", "1e21")
     assert text.returncode == 0 and "N_opt =" in text.stdout
+    # C = 6ND overflows a float: strict JSON with null, not Infinity
+    huge = run("predict", str(path), "--N", "1e200", "--D", "1e200", "--json")
+    assert huge.returncode == 0 and json.loads(huge.stdout)["C"] is None
+    assert "Infinity" not in huge.stdout
 
 
 def test_bad_input_exits_1_naming_the_file(tmp_path):

@@ -67,6 +67,21 @@ def _read_fit(path: str) -> dict:
     return result
 
 
+def _json(value) -> str:
+    """Strict JSON (``null`` for an overflowed or undefined number, never ``Infinity``)."""
+
+    def strict(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: strict(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [strict(x) for x in v]
+        return v
+
+    return json.dumps(strict(value), indent=2, allow_nan=False)
+
+
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "-"
@@ -164,7 +179,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 ]
             rows.append({"tokenizer": g["tokenizer"], "eval_set": g["eval_set"], **row})
     if args.json:
-        print(json.dumps({"N": n, "D": d, "C": c, "predictions": rows}, indent=2))
+        print(_json({"N": n, "D": d, "C": c, "predictions": rows}))
         return 0
     conf = round(100 * result.get("confidence", 0.95))
     print(f"N = {n:.4g}, D = {_fmt(d)}, C = 6ND = {_fmt(c)}  (loss in nats/token)")
@@ -227,7 +242,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if not rows:
         raise FitError("no compute-optimal analysis in this fit: " + "; ".join(reasons))
     if args.json:
-        print(json.dumps({"plans": rows}, indent=2))
+        print(_json({"plans": rows}))
         return 0
     for r in rows:
         print(

@@ -53,6 +53,24 @@ def _label(group: dict) -> str:
     return f"{group['tokenizer']} / {group['eval_set']}"
 
 
+def _fewer_minor_labels(ax) -> None:
+    """Minor ticks of a log x axis at 2 and 5 times the powers of ten, labelled when the axis
+    spans at most 2 decades (beyond, the powers of ten suffice): on a narrow panel the default
+    labels (2, 3, 4, 6 x 10^k) run into each other."""
+    import matplotlib.ticker
+
+    ticker = matplotlib.ticker
+    lo, hi = ax.get_xlim()
+    if hi / lo > 100:
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        return
+    ax.xaxis.set_minor_locator(ticker.LogLocator(subs=(2.0, 5.0)))
+    inf = float("inf")
+    ax.xaxis.set_minor_formatter(
+        ticker.LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(inf, inf))
+    )
+
+
 def _log_axes(ax, xlabel: str, ylabel: str = "held-out loss (nats/token)") -> None:
     import matplotlib.ticker
 
@@ -210,6 +228,7 @@ def plot_residuals(result: dict, png_path: str | Path, svg_path: str | Path) -> 
                 ax.scatter(x, sat["residuals"], color=color, marker="^", s=16, label="E + A·X^-α")
         ax.axhline(0.0, color="black", linewidth=0.8)
         ax.set_xscale("log")
+        _fewer_minor_labels(ax)
         ax.set_xlabel(AXES["N"] if panel == "chinchilla" else AXES[panel])
         ax.set_ylabel("residual ln L − ln L̂")
         ax.set_title("Chinchilla L(N, D)" if panel == "chinchilla" else f"L({panel})")
