@@ -72,12 +72,19 @@ def _fake_slurm(bin_dir):
         (bin_dir / tool).chmod(0o755)
 
 
-def _ddp_case(tmp_path):
+def _ddp_case(tmp_path, mixture=()):
     tmp_path.mkdir(parents=True, exist_ok=True)
     tokens = np.random.default_rng(0).integers(0, 64, 4000).astype("<u2")
     shard = tmp_path / "part-00000.bin"
     tokens.tofile(shard)
+    groups = [[(str(shard), "uint16")]]
+    if mixture:  # a second corpus, small and drawn often
+        small = np.random.default_rng(1).integers(0, 64, 300).astype("<u2")
+        small.tofile(tmp_path / "small.bin")
+        groups.append([(str(tmp_path / "small.bin"), "uint16")])
+        tokens = [[tokens], [small]]
     cfg = TrainConfig(
+        mixture=mixture,
         tokens=12 * 8 * 16,
         batch_size=8,
         log_every=4,
@@ -88,7 +95,7 @@ def _ddp_case(tmp_path):
         checkpoint_fractions=(0.5,),
     )
     spec = tmp_path / "state" / "job.json"
-    write_spec(spec, asdict(MODEL), asdict(cfg), [[(str(shard), "uint16")]], spec.parent, "L1-D32")
+    write_spec(spec, asdict(MODEL), asdict(cfg), groups, spec.parent, "L1-D32")
     return tokens, cfg, spec
 
 
@@ -116,8 +123,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_gloo_processes_match_one_process_with_accumulation(tmp_path):
-    tokens, cfg, spec = _ddp_case(tmp_path)
+@pytest.mark.parametrize("mixture", [(), (0.5, 0.5)], ids=["one-corpus", "mixture"])
+def test_two_gloo_processes_match_one_process_with_accumulation(tmp_path, mixture):
+    tokens, cfg, spec = _ddp_case(tmp_path, mixture)
     launch(2, spec, env={"OMP_NUM_THREADS": "1"})
 
     model_ddp, extra = load_checkpoint(spec.parent / FINAL_FILE)
