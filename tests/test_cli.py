@@ -224,3 +224,18 @@ def test_fit_drop_highest_loss_per_group_and_holdout_too_large(tmp_path):
     )
     assert proc.returncode == 1
     assert "cannot drop the 5 highest-loss points of group a/-, which has 5" in proc.stderr
+
+
+def test_fit_numeric_tokenizer_names_stay_names(tmp_path):
+    rows = [(n, 20 * n, 7.5 * n**-0.05) for n in (1e4, 3e4, 1e5, 3e5)]
+    lines = ["tokenizer,N,D,loss"] + [
+        f"{t},{n!r},{d!r},{x!r}" for t in (512, 1024) for n, d, x in rows
+    ]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    proc = run("fit", str(tmp_path / "t.csv"), "-o", str(tmp_path / "o"), "--bootstrap", "10")
+    assert proc.returncode == 0, proc.stderr
+    assert "1024: 4 points" in proc.stdout and "512: 4 points" in proc.stdout
+    fit_json = str(tmp_path / "o/scaling_law.json")
+    pred = run("predict", fit_json, "--N", "1e6", "--tokenizer", "512", "--json")
+    assert pred.returncode == 0, pred.stderr
+    assert json.loads(pred.stdout)["predictions"]

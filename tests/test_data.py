@@ -538,14 +538,6 @@ def test_no_usable_document(cwd):
         prepare_corpus(files_spec("b.jsonl"), cwd / "out", 1, 0.5)
 
 
-def test_weight_and_mixture_in_manifest(cwd):
-    write_jsonl(cwd / "a.jsonl", [{"text": t} for t in random_texts(40, seed=7)])
-    spec = files_spec("a.jsonl", weight=3.0)
-    mixture = mixture_probabilities({"c": {"weight": 3.0}, "other": {"weight": 1.0}})
-    m = prepare_corpus(spec, cwd / "out", 1, 0.3, mixture=mixture)
-    assert m["weight"] == 3.0 and m["mixture_probability"] == 0.75
-
-
 # ----------------------------------------------------------------------------- stdlib
 
 

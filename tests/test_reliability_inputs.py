@@ -527,6 +527,13 @@ def test_checkpoint_with_pickled_object_is_refused(tmp_path):
         cut.write_bytes(good.read_bytes()[:size])
         with pytest.raises(CheckpointError, match=f"cut{size}.pt: cannot read the checkpoint"):
             load_checkpoint(cut)
+    for text in (b"hello", b"version https://git-lfs.github.com/spec/v1\n", b"<html>"):
+        other = tmp_path / "other.pt"
+        other.write_bytes(text)
+        with pytest.raises(CheckpointError, match="not a torch checkpoint, it starts with b'"):
+            load_checkpoint(other)
+    with pytest.raises(CheckpointError, match="absent.pt: cannot read the checkpoint"):
+        load_checkpoint(tmp_path / "absent.pt")
     torch.save({"version": 1, "model": _Payload(str(target))}, tmp_path / "resume.pt")
     with pytest.raises(ResumeError, match="cannot read resume state"):
         load_resume(tmp_path / "resume.pt", torch.device("cpu"))
@@ -597,6 +604,15 @@ def test_input_path_with_braces_is_rejected_naming_the_key(tmp_path):
     output = proc.stdout + proc.stderr  # Snakemake prints parse errors on stdout
     assert f"Invalid configuration: {message}" in output
     assert "WildcardError" not in output
+    remote = files_config([])
+    del remote["corpora"]["web"]["paths"]
+    remote["corpora"]["web"]["remote"] = [
+        {"url": "https://example.org/{part}.txt", "sha256": "0" * 64}
+    ]
+    (tmp_path / "remote").mkdir()
+    proc = dry_run(tmp_path / "remote", remote)
+    output = proc.stdout + proc.stderr
+    assert "Invalid configuration: corpora.web.remote: https://example.org/{part}.txt:" in output
 
 
 @pytest.mark.e2e

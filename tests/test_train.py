@@ -16,12 +16,15 @@ from lmscaling.train import (
     PEAK_BF16_FLOPS,
     TokenStream,
     TrainConfig,
+    TrainError,
     checkpoint_steps,
     device_peak_flops,
     load_resume,
     load_tokens,
     lr_at,
+    mixture_report,
     select_device,
+    token_groups,
     train,
 )
 
@@ -398,3 +401,27 @@ def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
     assert "torch.compile failed, training in eager mode: InvalidCxxCompiler" in caplog.text
     _, _, metrics_eager = train(MODEL, eager, repetitive_stream())
     assert [r["loss"] for r in metrics] == [r["loss"] for r in metrics_eager]  # no step lost
+
+
+def test_token_groups_by_corpus_path():
+    files = [
+        (f"r/tokens/bpe.v1-512/{c}/train/part-{i}.bin", "uint16") for c in "ab" for i in (0, 1)
+    ]
+    assert token_groups(files, ["a"]) == [files]  # one corpus: one group of every file
+    assert token_groups(files, ["b", "a"]) == [files[2:], files[:2]]  # in mixture order
+    with pytest.raises(TrainError, match=r"training corpora without token shards: \['c'\]"):
+        token_groups(files, ["a", "b", "c"])
+    with pytest.raises(TrainError, match="part-0.bin: not a shard of the training corpora"):
+        token_groups(files, ["a", "z"])
+
+
+def test_mixture_report_names_a_short_corpus_and_warns_of_many_epochs(caplog):
+    big, small = np.zeros(1000, np.uint16), np.zeros(50, np.uint16)
+    report = mixture_report([[big], [small]], ["web", "code"], [0.9, 0.1], 33, 2000)
+    assert report["web"] == {"probability": 0.9, "tokens": 1000, "epochs": 1.8}
+    assert report["code"]["epochs"] == pytest.approx(4.0)  # 2000 * 0.1 / 50: at the limit
+    assert "epochs" not in caplog.text
+    mixture_report([[big], [small]], ["web", "code"], [0.5, 0.5], 33, 2000)
+    assert "corpus 'code': 20.0 epochs over its 50 tokens" in caplog.text
+    with pytest.raises(TrainError, match=r"corpus 'code': too few tokens .* lengths \[20, 10\]"):
+        mixture_report([[big], [small[:20], small[:10]]], ["web", "code"], [0.5, 0.5], 33, 2000)

@@ -1085,7 +1085,6 @@ def publish_corpus(
     out_dir: str | os.PathLike,
     opts: DataOptions,
     report_csv: str | os.PathLike | None = None,
-    mixture: Mapping[str, float] | None = None,
 ) -> dict:
     """Check the whole corpus, put its shards in place, write the manifest and filter report.
 
@@ -1097,12 +1096,11 @@ def publish_corpus(
         out_dir: ``results/data/{corpus}``; gets the shards, ``manifest.json`` and (unless
             ``report_csv`` is given) ``filter_report.csv``.
         opts: the data options the shards were made with.
-        mixture: :func:`mixture_probabilities` of the experiment (recorded in the manifest).
 
     Returns:
         The manifest: corpus, source, python_version (python-stdlib only), content_sha256
         (sha256 over ``name NUL file_sha256`` of every input file in order), input_files,
-        weight, mixture_probability, num_shards, val_fraction, min_chars, max_chars, settings
+        num_shards, val_fraction, min_chars, max_chars, settings
         (read/clean/quality/dedup as applied), documents_in, documents_out, bytes_in (UTF-8
         bytes of every document as read), bytes_out, bytes_modified (bytes removed or added
         by cleaning and line filters inside kept documents), removed {reason: documents} and
@@ -1183,8 +1181,6 @@ def publish_corpus(
         "python_version": platform.python_version() if spec.source == "python-stdlib" else None,
         "content_sha256": content.hexdigest(),
         "input_files": len(files),
-        "weight": spec.weight,
-        "mixture_probability": None if mixture is None else mixture.get(spec.name),
         "num_shards": opts.num_shards,
         "val_fraction": opts.val_fraction,
         "min_chars": spec.min_chars,
@@ -1286,7 +1282,6 @@ def prepare_corpus(
     num_shards: int,
     val_fraction: float,
     opts: DataOptions | None = None,
-    mixture: Mapping[str, float] | None = None,
 ) -> dict:
     """Run map, near-dup, reduce and publish for one corpus in this process.
 
@@ -1346,9 +1341,7 @@ def prepare_corpus(
                     opts.report_examples,
                 )
             )
-        return publish_corpus(
-            spec, map_stats, reduce_stats, reduced, out_dir, opts, mixture=mixture
-        )
+        return publish_corpus(spec, map_stats, reduce_stats, reduced, out_dir, opts)
 
 
 def read_stats(paths: Sequence[str | os.PathLike]) -> list[dict]:

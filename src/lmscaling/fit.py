@@ -423,25 +423,25 @@ def _fit_group(rows: list[dict], settings: FitSettings, label: str) -> dict:
             )
         if ols.n < 3:
             group["saturating"][axis] = skip(
-                f"L({axis}) = E + A*{axis}^-alpha", f"fewer points ({ols.n}) than parameters (3)"
+                f"L({axis}) = E + A/{axis}^alpha", f"fewer points ({ols.n}) than parameters (3)"
             )
             continue
         sat = SaturatingPowerLawFit(axis, confidence=conf).fit(x, loss)
         sat.bootstrap(settings.bootstrap, seed)
         group["saturating"][axis] = sat.to_dict()
-        warn.extend(sat.warnings + _span_warning(f"L({axis}) saturating", x))
+        warn.extend(sat.warnings + _span_warning(f"L({axis}) = E + A/{axis}^alpha", x))
         if mask.any() and (~mask).sum() >= 3:
             part = SaturatingPowerLawFit(axis, confidence=conf).fit(x[~mask], loss[~mask])
             held = _heldout_rows(rows, mask, part.predict(x))
             group["extrapolation"].append(
                 _extrapolation_record(
-                    f"sat_{axis}", f"L({axis}) = E + A*{axis}^-alpha", axis, mask, held, part.n
+                    f"sat_{axis}", f"L({axis}) = E + A/{axis}^alpha", axis, mask, held, part.n
                 )
             )
         elif mask.any():
             warn.append(
-                f"L({axis}) saturating extrapolation check skipped: {(~mask).sum()} points (< 3) "
-                "left without the largest"
+                f"L({axis}) = E + A/{axis}^alpha: extrapolation check skipped: "
+                f"{(~mask).sum()} points (< 3) left without the largest"
             )
 
     n_, d_, c_ = cols["N"], cols["D"], cols["C"]
@@ -625,6 +625,7 @@ def read_points(
     for key in ("tokenizer", "eval_set"):
         if key not in table.columns:
             table = table.with_columns(pl.lit((defaults or {}).get(key, "-")).alias(key))
+        table = table.with_columns(pl.col(key).cast(pl.Utf8))  # a name, even when it reads 512
     have = set(table.columns)
     missing = [k for k in ("loss", "N") if k not in have]
     if missing or not ({"D", "C"} & have):

@@ -523,10 +523,17 @@ def load_checkpoint(
             file, or a pickle that ``weights_only`` refuses), fields are missing or the weights
             do not match the stored configuration.
     """
+    head, torch_file = b"", True
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        # torch.save writes a zip archive; older torch a pickle (protocol byte 0x80)
+        torch_file = not head or head.startswith((b"PK\x03\x04", b"\x80"))
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
+    except (OSError, EOFError, KeyError, RuntimeError, ValueError, pickle.UnpicklingError) as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if not torch_file:
+            reason = f"not a torch checkpoint, it starts with {head!r}: a Git LFS pointer?"
         raise CheckpointError(
             f"{path}: cannot read the checkpoint ({reason}); remove it and rerun the job "
             "that writes it"

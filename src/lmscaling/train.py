@@ -242,6 +242,75 @@ def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - min_lr)
 
 
+def token_groups(
+    files: Sequence[tuple[str, str]], corpora: Sequence[str]
+) -> list[list[tuple[str, str]]]:
+    """Token shard files ``(path, dtype)`` grouped as :func:`train` takes them.
+
+    With several training ``corpora`` (a mixture, ``TrainConfig.mixture`` in the same order):
+    one group per corpus, the corpus read from the path ``.../{corpus}/{split}/part-N.bin``.
+    With one: a single group of every file.
+
+    Raises:
+        TrainError: a file under none of ``corpora``, or a corpus without files.
+    """
+    if len(corpora) <= 1:
+        return [list(files)]
+    groups: dict[str, list[tuple[str, str]]] = {corpus: [] for corpus in corpora}
+    for path, dtype in files:
+        corpus = Path(path).parts[-3]
+        if corpus not in groups:
+            raise TrainError(f"{path}: not a shard of the training corpora {list(corpora)}")
+        groups[corpus].append((path, dtype))
+    empty = [corpus for corpus, group in groups.items() if not group]
+    if empty:
+        raise TrainError(f"training corpora without token shards: {empty}")
+    return list(groups.values())
+
+
+MAX_EPOCHS_WARN = 4.0  # repeated data helps about as much as new up to ~4 epochs
+# (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models", sec. 5)
+
+
+def mixture_report(
+    groups: Sequence[Sequence[np.ndarray]],
+    corpora: Sequence[str],
+    probs: Sequence[float],
+    window: int,
+    tokens: int,
+) -> dict[str, dict[str, float]]:
+    """Per training corpus: its sampling probability, its tokens and the epochs a run of
+    ``tokens`` training tokens makes over it (``D p / tokens``); logs a warning for a corpus
+    seen more than :data:`MAX_EPOCHS_WARN` times.
+
+    ``groups[i]`` holds the token arrays of ``corpora[i]``, drawn with ``probs[i]``.
+
+    Raises:
+        TrainError: naming a corpus none of whose shards holds one window of ``window`` tokens.
+    """
+    report = {}
+    for corpus, group, p in zip(corpora, groups, probs, strict=True):
+        lengths = [len(a) for a in group]
+        if not any(n >= window for n in lengths):
+            raise TrainError(
+                f"corpus {corpus!r}: too few tokens to train: no shard holds context_length + 1 "
+                f"= {window} tokens (shard lengths {lengths}); add text or drop the corpus"
+            )
+        epochs = tokens * p / sum(lengths)
+        if epochs > MAX_EPOCHS_WARN:
+            log.warning(
+                "corpus %r: %.1f epochs over its %d tokens (probability %.3g); beyond about %g "
+                "epochs repeated data is worth less than new data",
+                corpus,
+                epochs,
+                sum(lengths),
+                p,
+                MAX_EPOCHS_WARN,
+            )
+        report[corpus] = {"probability": p, "tokens": sum(lengths), "epochs": epochs}
+    return report
+
+
 def load_tokens(paths: Sequence[str | os.PathLike[str]], dtype) -> list[np.ndarray]:
     """Open token shards (flat little-endian ``uint16``/``uint32`` files) as read-only memmaps.
 

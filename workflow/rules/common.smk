@@ -59,9 +59,10 @@ try:
     CORPUS_INPUTS = {name: resolve_inputs(spec) for name, spec in CORPORA.items()}
     for name, files in CORPUS_INPUTS.items():
         for f in files:
-            if f.path and ("{" in f.path or "}" in f.path):
+            key, where = ("remote", f.url) if f.url else ("paths", f.path)
+            if "{" in where or "}" in where:
                 raise ConfigError(
-                    f"corpora.{name}.paths: {f.path}: Snakemake reads braces in an input path "
+                    f"corpora.{name}.{key}: {where}: Snakemake reads braces in an input path "
                     "as wildcards; rename it, or link it under a name without braces"
                 )
     # Input files grouped into map jobs (fixed at parse time; outputs do not depend on it).
@@ -137,6 +138,17 @@ def train_parquet_shards(wildcards):
 def _raw_input(f):
     """A local input path, or a remote one through Snakemake's HTTP storage plugin."""
     return storage.http(f.url) if f.url else f.path
+
+
+def corpus_config(wildcards):
+    """A corpus's config without `weight` (a param of the data jobs).
+
+    The weight matters to training only (train_model's `mixture` param): changing it reruns
+    the training and what follows, not the preparation, tokenizer and tokenizing.
+    """
+    return {
+        k: v for k, v in config["corpora"][wildcards.corpus].items() if k != "weight"
+    }
 
 
 def corpus_tasks(corpus):

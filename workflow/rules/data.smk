@@ -19,7 +19,7 @@ rule prepare_map:
         "../../envs/data.yaml"
     threads: 1
     params:
-        corpus=lambda w: config["corpora"][w.corpus],
+        corpus=corpus_config,
         files=corpus_task_files,
         data=config["data"],
     script:
@@ -60,7 +60,7 @@ rule prepare_reduce:
         "../../envs/data.yaml"
     threads: 1
     params:
-        corpus=lambda w: config["corpora"][w.corpus],
+        corpus=corpus_config,
         data=config["data"],
     script:
         "../scripts/prepare_reduce.py"
@@ -94,9 +94,8 @@ rule prepare_corpus:
     resources:
         attempt=job_attempt,
     params:
-        corpus=lambda w: config["corpora"][w.corpus],
+        corpus=corpus_config,
         data=config["data"],
-        mixture=MIXTURE,
         parent=PARENT_JSON,
     script:
         "../scripts/prepare_corpus.py"

@@ -24,7 +24,6 @@ with guard(smk.rule):
         Path(smk.output.manifest).parent,
         opts,
         report_csv=smk.output.report,
-        mixture=smk.params.mixture,
     )
     tags = tracking.job_tags(smk.rule, dict(smk.wildcards), smk.resources.attempt, smk.config)
     with tracking.child_run(smk.params.parent, f"prepare_corpus/{corpus}", tags) as run:

@@ -11,6 +11,7 @@ of the whole job) the training runs under torchrun, on ``resources.nodes`` nodes
 
 import csv
 import logging
+import math
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -22,7 +23,15 @@ from lmscaling.gpus import claim_gpus
 from lmscaling.io import atomic_path, read_json, write_json
 from lmscaling.jobs import configure_logging, guard
 from lmscaling.model import GPTConfig, count_parameters, flops_per_token, save_checkpoint
-from lmscaling.train import TrainConfig, clear_state, load_tokens, select_device, train
+from lmscaling.train import (
+    TrainConfig,
+    clear_state,
+    load_tokens,
+    mixture_report,
+    select_device,
+    token_groups,
+    train,
+)
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 configure_logging(smk.log[0])
@@ -71,16 +80,16 @@ with guard(smk.rule), claim_gpus(gpus if nodes == 1 else 0, smk.params.gpu_locks
         mixture=tuple(mixture.values()) if len(mixture) > 1 else (),
     )
     state_dir = Path(smk.params.state_dir)
-    # token shards by corpus (results/tokens/{tokenizer}/{corpus}/train/part-*.bin)
-    token_groups = {corpus: [] for corpus in mixture}
-    for p in smk.input.tokens:
-        dtype = read_json(Path(p).with_suffix(".json"))["dtype"]
-        token_groups[Path(p).parts[-3]].append((p, dtype))
-    groups = {
-        c: [s for p, d in files for s in load_tokens([p], d)] for c, files in token_groups.items()
-    }
-    shards = list(groups.values()) if train_cfg.mixture else [s for g in groups.values() for s in g]
-    available = sum(len(s) for g in groups.values() for s in g)
+    files = [(p, read_json(Path(p).with_suffix(".json"))["dtype"]) for p in smk.input.tokens]
+    groups_files = token_groups(files, list(mixture))  # one group, or one per corpus
+    groups = [[s for p, d in group for s in load_tokens([p], d)] for group in groups_files]
+    shards = groups if train_cfg.mixture else groups[0]
+    available = sum(len(s) for group in groups for s in group)
+    # per corpus: probability, tokens, epochs; stops here naming a corpus too short to train on
+    step_tokens = train_cfg.batch_size * model_cfg.context_length
+    d = math.ceil(train_cfg.tokens / step_tokens) * step_tokens  # D: whole optimizer steps
+    probs = train_cfg.mixture or (1.0,)
+    report = mixture_report(groups, list(mixture), probs, model_cfg.context_length + 1, d)
     nnodes, nproc = world_layout(gpus, nodes)
     if select_device(opts["device"]).type != "cuda":
         nnodes, nproc = 1, 1  # no GPU: one process on the CPU
@@ -99,11 +108,6 @@ with guard(smk.rule), claim_gpus(gpus if nodes == 1 else 0, smk.params.gpu_locks
             from lmscaling.model import load_checkpoint
 
             spec = state_dir / "job.json"
-            groups_files = (
-                list(token_groups.values())
-                if train_cfg.mixture
-                else [f for files in token_groups.values() for f in files]
-            )
             write_spec(spec, asdict(model_cfg), asdict(train_cfg), groups_files, state_dir, w.model)
             launch(nproc, spec, nnodes=nnodes)
             model, extra = load_checkpoint(state_dir / FINAL_FILE)
@@ -134,14 +138,7 @@ with guard(smk.rule), claim_gpus(gpus if nodes == 1 else 0, smk.params.gpu_locks
             train_tokens_available=available,
             epochs=summary["D"] / available,
             # per corpus: its share of the windows, its tokens and the epochs over it
-            mixture={
-                c: {
-                    "probability": p,
-                    "tokens": sum(len(s) for s in groups[c]),
-                    "epochs": summary["D"] * p / max(1, sum(len(s) for s in groups[c])),
-                }
-                for c, p in mixture.items()
-            },
+            mixture=report,
         )
         save_checkpoint(smk.output.checkpoint, model, extra={"summary": summary})
         with atomic_path(smk.output.metrics) as tmp, open(tmp, "w", newline="") as fh:
