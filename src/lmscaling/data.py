@@ -49,7 +49,6 @@ import platform
 import shutil
 import sysconfig
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -1068,13 +1067,14 @@ def _shard_relpath(split: str, shard: str) -> str:
 
 
 def _place(src: Path, dst: Path) -> None:
-    """Put ``src``'s bytes at ``dst`` atomically: a hard link when possible, else a copy."""
+    """Copy ``src``'s bytes to ``dst`` atomically.
+
+    A copy, not a hard link: Snakemake touches every output of a job, one after the other,
+    and an output sharing its inode with one of the job's inputs would make that input newer
+    than the outputs touched before it, which Snakemake stops on as clock skew.
+    """
     with atomic_path(dst) as tmp:
-        tmp.unlink()
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
+        shutil.copyfile(src, tmp)
 
 
 def publish_corpus(
@@ -1161,12 +1161,6 @@ def publish_corpus(
             _place(Path(reduced[split, name]), out_dir / rel)
             info = r["splits"][split]
             shards.append({"split": split, "shard": name, "path": rel, **info})
-    # One modification time for every placed shard, set after the last one is placed: a hard
-    # link shares its inode (and mtime) with its input, so a per-file time would make an
-    # early shard older than a later shard's input, which Snakemake reports as clock skew.
-    now = time.time()
-    for shard in shards:
-        os.utime(out_dir / shard["path"], (now, now))
     keep = {s["path"] for s in shards}
     for split in SPLITS:
         for stale in (out_dir / split).glob("part-*.parquet"):
