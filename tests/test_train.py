@@ -260,7 +260,7 @@ def test_training_is_deterministic_on_cpu():
 def test_tokens_rounded_up_to_whole_steps():
     cfg = TrainConfig(tokens=2 * 4 * 32 + 1, batch_size=4, log_every=100, device="cpu")
     _, summary, metrics = train(MODEL, cfg, repetitive_stream())
-    assert summary["steps"] == 3 and summary["D"] == 3 * 4 * 32
+    assert cfg.steps(32) == summary["steps"] == 3 and summary["D"] == 3 * 4 * 32
     assert [r["step"] for r in metrics] == [3]  # the last step is always logged
 
 

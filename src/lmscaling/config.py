@@ -53,14 +53,34 @@ class ModelShape:
         return 12 * self.n_layer * self.d_model**2
 
     def n_params(self, mlp_ratio: int = 4) -> int:
-        """Non-embedding parameters N = L((4 + 2r)d² + 2d) + d of this shape's GPT.
+        """Non-embedding parameters N of this shape's GPT (:func:`non_embedding_params`)."""
+        return non_embedding_params(self.n_layer, self.d_model, mlp_ratio)
 
-        Attention (4d²) and MLP (2rd²) weights and two norm gains per layer plus the final
-        norm, no biases: the count of :func:`lmscaling.model.count_parameters` (Kaplan et al.
-        2020, sec. 2.1), computed here without torch so the config can be checked at parse time.
-        """
-        d = self.d_model
-        return self.n_layer * ((4 + 2 * mlp_ratio) * d * d + 2 * d) + d
+
+def non_embedding_params(n_layer: int, d_model: int, mlp_ratio: int = 4) -> int:
+    """Non-embedding parameters ``N = L((4 + 2r)d² + 2d) + d`` of the GPT of :mod:`lmscaling.model`.
+
+    Attention (4d²) and MLP (2rd²) weights and two norm gains per layer plus the final norm,
+    no biases (Kaplan et al. 2020, sec. 2.1, without their neglect of the norms). Torch-free,
+    so the config can be checked and the jobs ordered at parse time.
+    """
+    d = d_model
+    return n_layer * ((4 + 2 * mlp_ratio) * d * d + 2 * d) + d
+
+
+def training_flops_per_token(
+    n: int, n_layer: int, context_length: int, d_model: int, vocab_size: int
+) -> dict[str, float]:
+    """Training FLOP per token (forward + backward = 3x forward) of a GPT with ``N = n``.
+
+    Returns ``{"6N"`` (Kaplan et al. 2020, eq. 2.1), ``"6N_attention": 6N + 6 L T d`` (their
+    Table 1: forward attention ``2 L T d``, x3 for the backward pass), ``"exact"``: that plus
+    the LM head ``6 V d``, the count MFU uses``}``. Torch-free, like
+    :func:`non_embedding_params`.
+    """
+    attention = 6.0 * n_layer * context_length * d_model
+    head = 6.0 * vocab_size * d_model
+    return {"6N": 6.0 * n, "6N_attention": 6.0 * n + attention, "exact": 6.0 * n + attention + head}
 
 
 def check_name(name: str, key: str) -> str:
@@ -264,15 +284,15 @@ def token_budget(train: dict, n_params: int, compute: float | None = None) -> in
 def training_flop(shape: ModelShape, config: dict, vocab_size: int) -> float:
     """Estimated training compute of one grid point, in FLOP (the workflow's job priority).
 
-    ``(6 N + 6 L T d + 6 V d) D``: the ``6N`` rule plus the attention term (Kaplan et al. 2020,
-    Table 1) and the LM head, as ``lmscaling.model.flops_per_token(...)["exact"]``, with
-    ``N`` from :meth:`ModelShape.n_params`, ``T`` = ``models.context_length``, ``V`` =
-    ``vocab_size`` and ``D`` from :func:`token_budget`.
+    ``training_flops_per_token(...)["exact"] * D``: ``6N + 6 L T d + 6 V d`` per token, with
+    ``T`` = ``models.context_length``, ``V`` = ``vocab_size`` and ``D`` from
+    :func:`token_budget`.
     """
     models = config["models"]
     n = shape.n_params(models.get("mlp_ratio", 4))
-    context = models["context_length"]
-    per_token = 6.0 * (n + shape.n_layer * context * shape.d_model + vocab_size * shape.d_model)
+    per_token = training_flops_per_token(
+        n, shape.n_layer, models["context_length"], shape.d_model, vocab_size
+    )["exact"]
     return per_token * token_budget(config["train"], n, shape.compute)
 
 

@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 
 from lmscaling.model import GPTConfig, save_checkpoint
-from lmscaling.train import TrainConfig, load_tokens, train
+from lmscaling.train import TrainConfig, load_token_groups, train
 
 log = logging.getLogger("lmscaling.distributed")
 
@@ -194,11 +194,8 @@ def main(spec_path: str) -> None:
     cuda = train_cfg.device != "cpu" and torch.cuda.is_available()
     dist.init_process_group(backend="nccl" if cuda else "gloo")
     try:
-        groups = [
-            [s for path, dtype in group for s in load_tokens([path], dtype)]
-            for group in spec["token_groups"]
-        ]
-        tokens = groups if train_cfg.mixture else [s for group in groups for s in group]
+        groups = load_token_groups(spec["token_groups"])  # one group unless a mixture
+        tokens = groups if train_cfg.mixture else groups[0]
         model, summary, metrics = train(
             model_cfg, train_cfg, tokens, name=spec["name"], state_dir=spec["state_dir"]
         )

@@ -47,6 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lmscaling.config import non_embedding_params, training_flops_per_token
 from lmscaling.io import atomic_path
 
 ROPE_BASE = 10000.0  # rotary frequency base (Su et al. 2021, RoFormer, eq. 15)
@@ -481,16 +482,13 @@ def count_parameters(cfg: GPTConfig) -> dict[str, int]:
 
     ``N = L * ((4 + 2 r) d^2 + 2 d) + d`` (module docstring; Kaplan et al. 2020, sec. 2.1).
     """
-    d, r = cfg.d_model, cfg.mlp_ratio
-    return _counts(cfg.n_layer * ((4 + 2 * r) * d * d + 2 * d) + d, cfg)
+    return _counts(non_embedding_params(cfg.n_layer, cfg.d_model, cfg.mlp_ratio), cfg)
 
 
 def flops_per_token(cfg: GPTConfig) -> dict[str, float]:
     """Analytic ``GPT(cfg).flops_per_token()`` without allocating weights."""
     n = count_parameters(cfg)["N"]
-    attention = 6.0 * cfg.n_layer * cfg.context_length * cfg.d_model
-    head = 6.0 * cfg.vocab_size * cfg.d_model
-    return {"6N": 6.0 * n, "6N_attention": 6.0 * n + attention, "exact": 6.0 * n + attention + head}
+    return training_flops_per_token(n, cfg.n_layer, cfg.context_length, cfg.d_model, cfg.vocab_size)
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: GPT, extra: dict | None = None) -> None:

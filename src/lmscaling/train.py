@@ -178,6 +178,11 @@ class TrainConfig:
             if not ok:
                 raise TrainError(f"{name} is out of range: {getattr(self, name)!r}")
 
+    def steps(self, context_length: int) -> int:
+        """Optimizer steps: ``ceil(tokens / (batch_size * context_length))``; the run sees
+        ``D = steps * batch_size * context_length`` tokens."""
+        return math.ceil(self.tokens / (self.batch_size * context_length))
+
 
 def select_device(pref: str, local_rank: int = 0) -> torch.device:
     """Resolve a device preference: ``"auto"`` -> CUDA if available, else CPU.
@@ -309,6 +314,11 @@ def mixture_report(
             )
         report[corpus] = {"probability": p, "tokens": sum(lengths), "epochs": epochs}
     return report
+
+
+def load_token_groups(groups: Sequence[Sequence[tuple[str, str]]]) -> list[list[np.ndarray]]:
+    """:func:`load_tokens` of every ``(path, dtype)`` of every group of :func:`token_groups`."""
+    return [[s for path, dtype in group for s in load_tokens([path], dtype)] for group in groups]
 
 
 def load_tokens(paths: Sequence[str | os.PathLike[str]], dtype) -> list[np.ndarray]:
@@ -632,7 +642,7 @@ def train(
     raw.train()
     optimizer = _optimizer(raw, cfg, device)
     tokens_per_step = cfg.batch_size * T
-    total_steps = math.ceil(cfg.tokens / tokens_per_step)
+    total_steps = cfg.steps(T)
     frac_steps = checkpoint_steps(cfg.checkpoint_fractions, total_steps)
     step_losses = torch.zeros(total_steps, device=device)  # read back only at log steps
     counts = raw.param_counts()

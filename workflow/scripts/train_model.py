@@ -11,7 +11,6 @@ of the whole job) the training runs under torchrun, on ``resources.nodes`` nodes
 
 import csv
 import logging
-import math
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +25,7 @@ from lmscaling.model import GPTConfig, count_parameters, flops_per_token, save_c
 from lmscaling.train import (
     TrainConfig,
     clear_state,
-    load_tokens,
+    load_token_groups,
     mixture_report,
     select_device,
     token_groups,
@@ -82,14 +81,14 @@ with guard(smk.rule), claim_gpus(gpus if nodes == 1 else 0, smk.params.gpu_locks
     state_dir = Path(smk.params.state_dir)
     files = [(p, read_json(Path(p).with_suffix(".json"))["dtype"]) for p in smk.input.tokens]
     groups_files = token_groups(files, list(mixture))  # one group, or one per corpus
-    groups = [[s for p, d in group for s in load_tokens([p], d)] for group in groups_files]
+    groups = load_token_groups(groups_files)
     shards = groups if train_cfg.mixture else groups[0]
     available = sum(len(s) for group in groups for s in group)
     # per corpus: probability, tokens, epochs; stops here naming a corpus too short to train on
-    step_tokens = train_cfg.batch_size * model_cfg.context_length
-    d = math.ceil(train_cfg.tokens / step_tokens) * step_tokens  # D: whole optimizer steps
+    T = model_cfg.context_length
+    d = train_cfg.steps(T) * train_cfg.batch_size * T  # D: whole optimizer steps
     probs = train_cfg.mixture or (1.0,)
-    report = mixture_report(groups, list(mixture), probs, model_cfg.context_length + 1, d)
+    report = mixture_report(groups, list(mixture), probs, T + 1, d)
     nnodes, nproc = world_layout(gpus, nodes)
     if select_device(opts["device"]).type != "cuda":
         nnodes, nproc = 1, 1  # no GPU: one process on the CPU
