@@ -8,7 +8,14 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from lmscaling.config import ConfigError, check_config, model_grid, token_budget, training_flop
+from lmscaling.config import (
+    ConfigError,
+    check_config,
+    fit_plan_warnings,
+    model_grid,
+    token_budget,
+    training_flop,
+)
 from lmscaling.model import GPTConfig, flops_per_token
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +89,28 @@ def test_cross_field_errors_name_the_key(edit, message):
     edit(config)
     with pytest.raises(ConfigError, match=message):
         check_config(config)
+
+
+def test_fit_plan_warnings_when_no_axis_can_be_fitted():
+    config = load()
+    validate(config, SCHEMA)
+    assert fit_plan_warnings(config) == []  # the demo: N and C vary, D is fixed
+    config["fit"]["axes"] = ["D"]
+    (warning,) = fit_plan_warnings(config)
+    assert "fit.axes ['D']: every model of the grid has the same D (5 model(s))" in warning
+    config["train"].update(tokens=None, tokens_per_parameter=20)
+    assert fit_plan_warnings(config) == []  # D = 20 N now varies with N
+    one = copy.deepcopy(config)
+    one["models"]["grid"] = one["models"]["grid"][:1]
+    one["fit"]["axes"] = ["N", "D", "C"]
+    assert "same N, D, C (1 model(s))" in fit_plan_warnings(one)[0]
+    iso = copy.deepcopy(config)  # one IsoFLOP budget: N and D vary, C does not
+    iso["train"].update(tokens_per_parameter=None, compute=[1e13])
+    assert fit_plan_warnings(iso) == []
+    iso["fit"]["axes"] = ["C"]
+    assert "same C (5 model(s))" in fit_plan_warnings(iso)[0]
+    iso["train"]["compute"] = [1e13, 1e14]
+    assert fit_plan_warnings(iso) == []
 
 
 def test_token_budget_rules():

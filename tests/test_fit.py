@@ -193,6 +193,48 @@ def test_fewer_points_than_parameters_is_reported():
     assert any("L(N) extrapolation check skipped" in w for w in group["warnings"])
 
 
+def _one_budget(budget_column: bool) -> list[dict]:
+    """Five sizes at one budget C = 1e15, D rounded to whole steps of 4,096 tokens: a U in N."""
+    rows = []
+    for i, n in enumerate([1e5, 2e5, 4e5, 8e5, 1.6e6]):
+        d = round(1e15 / (6 * n) / 4096) * 4096
+        rows.append(
+            {"tokenizer": "t", "eval_set": "v", "N": n, "D": float(d), "C": 6 * n * d}
+            | {"loss": 3 + 0.1 * (i - 2) ** 2}
+            | ({"budget": 1e15} if budget_column else {})
+        )
+    return rows
+
+
+@pytest.mark.parametrize("budget_column", [False, True])
+def test_one_compute_budget_skips_the_c_law(budget_column):
+    from lmscaling.fit import FitSettings
+
+    rows = _one_budget(budget_column)
+    c = [r["C"] for r in rows]
+    assert len(set(c)) == 5 and max(c) / min(c) < 1.0001  # distinct, by rounding only
+    result = fit_scaling_laws(rows, settings=FitSettings(bootstrap=0, holdout=0))
+    (group,) = result["groups"]
+    assert set(group["fits"]) == {"N", "D"}
+    assert any("one compute budget" in w and "L(C) not fitted" in w for w in group["warnings"])
+    json.dumps(result, allow_nan=False)
+
+
+def test_an_axis_too_narrow_for_a_power_law_is_named():
+    x = np.array([1e8, 1e8 * (1 + 1e-6), 1e8 * (1 + 2e-6)])
+    with pytest.raises(FitError, match=r"L\(D\): .* out of float range .* 2e-06"):
+        PowerLawFit("D").fit(x, [3.0, 3.1, 3.2])
+    rows = [
+        {"tokenizer": "t", "eval_set": "v", "N": 1e5, "D": d, "C": 6e5 * d, "loss": y}
+        for d, y in zip(x, [3.0, 3.1, 3.2], strict=True)
+    ]
+    from lmscaling.fit import FitSettings
+
+    (group,) = fit_scaling_laws(rows, settings=FitSettings(axes=("D",), bootstrap=0))["groups"]
+    assert group["fits"] == {}
+    assert any("out of float range" in w and w.endswith("not fitted") for w in group["warnings"])
+
+
 def test_select_points_errors():
     from lmscaling.fit import select_points
 

@@ -296,6 +296,35 @@ def training_flop(shape: ModelShape, config: dict, vocab_size: int) -> float:
     return per_token * token_budget(config["train"], n, shape.compute)
 
 
+def fit_plan_warnings(config: dict) -> list[str]:
+    """What the configured grid will not let the fit job do, known before any job runs.
+
+    The axes of ``fit.axes`` on which every grid point has the same value are listed when no
+    axis is left to fit (one model, or ``axes: [D]`` with a fixed D): the workflow still trains
+    and evaluates, and the fit job explains why it has no law, but a user should hear it
+    before the training. C counts as one value when the grid has one compute budget (its
+    runs differ in C only by the rounding of their step counts). An empty list when at least
+    one power law can be fitted.
+    """
+    shapes = model_grid(config)
+    train, mlp_ratio = config["train"], config["models"].get("mlp_ratio", 4)
+    values: dict[str, list[float]] = {"N": [], "D": [], "C": []}
+    for shape in shapes:
+        n = shape.n_params(mlp_ratio)
+        d = token_budget(train, n, shape.compute)
+        values["N"].append(n)
+        values["D"].append(d)
+        values["C"].append(6 * n * d if shape.compute is None else shape.compute)
+    axes = list(config["fit"].get("axes") or values)
+    if any(len(set(values[axis])) > 1 for axis in axes):
+        return []
+    return [
+        f"fit.axes {axes}: every model of the grid has the same {', '.join(axes)} "
+        f"({len(shapes)} model(s)), so no scaling law can be fitted; the fit job will plot "
+        "the points only. Add model sizes (models.grid / models.ladder) or fit another axis."
+    ]
+
+
 def _check_scale_rule(rule, key: str) -> None:
     if not isinstance(rule, dict):
         return

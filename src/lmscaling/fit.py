@@ -102,14 +102,20 @@ class PowerLawFit:
             result = sm.OLS(np.log(y_arr), exog).fit()
         self._result = result
         self._data = (x_arr, y_arr)
+        (ln_a, b) = result.params
+        if not abs(ln_a) < math.log(np.finfo(float).max):
+            raise FitError(
+                f"L({self.x_name}): the fit's coefficient a = exp({ln_a:.4g}) is out of float "
+                f"range (exponent b = {b:.4g}): {self.x_name} varies by a fraction of only "
+                f"{x_arr.max() / x_arr.min() - 1:.3g} (max/min - 1), too little for a power law"
+            )
         # two points leave no residual degrees of freedom: intervals are NaN, not an error
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             self.cov = np.asarray(result.cov_params()).tolist()
             self.df_resid = float(result.df_resid)
-            (ln_a, b) = result.params
             ci = result.conf_int(alpha=1 - self.confidence)
             self.a, self.b = float(math.exp(ln_a)), float(b)
-            self.a_ci = (float(math.exp(ci[0][0])), float(math.exp(ci[0][1])))
+            self.a_ci = (float(np.exp(ci[0][0])), float(np.exp(ci[0][1])))
             self.b_ci = (float(ci[1][0]), float(ci[1][1]))
             if self.robust:
                 self.r2 = math.nan
@@ -200,7 +206,8 @@ class PowerLawFit:
     def to_dict(self) -> dict:
         """JSON-ready parameters and diagnostics, with Kaplan's α = −b and X_c = a^(1/α)."""
         alpha = -self.b
-        x_c = self.a ** (1 / alpha) if alpha > 0 else None
+        ln_x_c = math.log(self.a) / alpha if alpha > 0 else math.inf
+        x_c = math.exp(ln_x_c) if ln_x_c < math.log(np.finfo(float).max) else None
         return {
             "x": self.x_name,
             "form": f"L = a * {self.x_name}^b",
@@ -385,11 +392,21 @@ def _extrapolation_record(key, name, scale_name, mask, held, n_fit) -> dict:
 def _fit_group(rows: list[dict], settings: FitSettings, label: str) -> dict:
     """Every analysis on one (tokenizer, eval set) group of points."""
     from lmscaling.chinchilla import ChinchillaFit, SaturatingPowerLawFit
-    from lmscaling.isoflop import IsoFLOPError, IsoFLOPFit
+    from lmscaling.isoflop import IsoFLOPError, IsoFLOPFit, group_budgets
 
     conf, seed = settings.confidence, settings.seed
     loss = np.array([float(p["loss"]) for p in rows])
     cols = {a: np.array([float(p[a]) for p in rows]) for a in ("N", "D", "C")}
+    budget_col = [p.get("budget") for p in rows]
+    budget = None if any(b is None for b in budget_col) else np.array(budget_col, dtype=float)
+    # Runs of one IsoFLOP budget differ in C only by the rounding of their step counts: a
+    # power law in C across them would fit that rounding, not a trend.
+    one_budget = (
+        n_distinct(
+            group_budgets(cols["C"], settings.isoflop_tolerance) if budget is None else budget
+        )
+        < 2
+    )
     group: dict = {"fits": {}, "saturating": {}, "warnings": [], "extrapolation": []}
     warn = group["warnings"]
 
@@ -402,7 +419,18 @@ def _fit_group(rows: list[dict], settings: FitSettings, label: str) -> dict:
         if n_distinct(x) < 2:
             warn.append(f"{axis} takes a single value: L({axis}) not fitted")
             continue
-        ols = PowerLawFit(axis, conf).fit(x, loss).bootstrap(settings.bootstrap, seed)
+        if axis == "C" and one_budget:
+            warn.append(
+                "every point is at one compute budget (C within a factor 1 + "
+                f"fit.isoflop_tolerance = {1 + settings.isoflop_tolerance:g} of each other): "
+                "L(C) not fitted"
+            )
+            continue
+        try:
+            ols = PowerLawFit(axis, conf).fit(x, loss).bootstrap(settings.bootstrap, seed)
+        except FitError as err:
+            warn.append(f"{err}: not fitted")
+            continue
         entry = ols.to_dict()
         if ols.n >= 3:
             entry["robust"] = PowerLawFit(axis, conf, robust=True).fit(x, loss).to_dict()
@@ -475,8 +503,6 @@ def _fit_group(rows: list[dict], settings: FitSettings, label: str) -> dict:
             )
 
     name = "IsoFLOP (Approach 2)"
-    budget_col = [p.get("budget") for p in rows]
-    budget = None if any(b is None for b in budget_col) else np.array(budget_col, dtype=float)
     if budget is None and not IsoFLOPFit.applicable(n_, c_, settings.isoflop_tolerance):
         group["isoflop"] = skip(name, "fewer than 2 compute budgets with 3+ model sizes each")
     else:

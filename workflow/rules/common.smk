@@ -29,6 +29,7 @@ from lmscaling.config import (
     ConfigError,
     check_config,
     checkpoint_name,
+    fit_plan_warnings,
     model_grid,
     training_flop,
 )
@@ -51,6 +52,8 @@ try:
     )
     validate(config, workflow.source_path("../schemas/config.schema.yaml"))
     check_config(config)
+    for warning in fit_plan_warnings(config):
+        logger.warning(f"Config: {warning}")
     MODELS = {shape.id: shape for shape in model_grid(config)}
     CORPORA = {
         name: corpus_spec_from_config(name, c) for name, c in config["corpora"].items()
