@@ -6,7 +6,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
-# torch 2.13.0: the CPU wheel where one is provided locally, else PyPI's default build.
+# torch 2.13.0: the CPU wheel where one is provided locally, else PyPI's default build (CUDA on
+# Linux); TORCH holds pip arguments, e.g. TORCH="torch==2.13.0 --index-url
+# https://download.pytorch.org/whl/cpu" for the CPU build.
 # Every other dependency is installed at the exact version of envs/constraints.txt, the same
 # versions as the conda environments in envs/.
 TORCH ?= torch==2.13.0
@@ -17,7 +19,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml envs/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 		-c envs/constraints.txt -e '.[test,slurm]'
 	touch $@

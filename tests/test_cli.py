@@ -94,6 +94,18 @@ def test_predict_and_plan_read_the_saved_fit(fitted):
     assert {p["method"] for p in plans} == {"chinchilla", "isoflop"}
     text = run("plan", str(path), "--budget", "1e21")
     assert text.returncode == 0 and "N_opt =" in text.stdout
+    # a table without tokenizer / eval_set columns: its one group is "all points" everywhere
+    assert text.stdout.startswith("all points chinchilla C = 1e+21 FLOP:")
+    predicted = run("predict", str(path), "--N", "1e9")
+    assert "all points L(N) power law:" in predicted.stdout and "- -" not in predicted.stdout
+    # a reader that goes away (`| head`) ends the command quietly
+    proc = subprocess.Popen(
+        [*CMD, "plan", str(path), "--budget", *[f"1e{k}" for k in range(18, 26)]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()
+    assert proc.wait(timeout=300) == 0 and proc.stderr.read() == b""
     # C = 6ND overflows a float: strict JSON with null, not Infinity
     huge = run("predict", str(path), "--N", "1e200", "--D", "1e200", "--json")
     assert huge.returncode == 0 and json.loads(huge.stdout)["C"] is None

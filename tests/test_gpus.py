@@ -1,9 +1,13 @@
 """Tests for lmscaling.gpus: each job gets its own GPUs through lock files."""
 
+import importlib.util
+import re
 import subprocess
 import sys
 
 import pytest
+import yaml
+from conftest import REPO, TINY_CONFIG, run_snakemake
 
 from lmscaling.gpus import ENV, GPUClaimError, claim_gpus, main, visible_gpus
 
@@ -101,3 +105,31 @@ def test_gpus_counted_with_nvidia_smi_without_cuda_init(tmp_path, monkeypatch):
     assert visible_gpus({}) == ["0", "1"]
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert visible_gpus({}) == []
+
+
+def _planned_gpus(log: str, rule: str) -> set[int]:
+    """The ``gpu`` resource of every planned job of ``rule`` in a dry run's log."""
+    blocks = re.findall(rf"^rule {rule}:\n((?:    .*\n)+)", log, re.M)
+    return {int(m) for b in blocks for m in re.findall(r"resources: .*\bgpu=(\d+)", b)}
+
+
+@pytest.mark.parametrize("profile", ["local", "slurm"])
+def test_train_gpus_reaches_the_jobs_through_each_profile(tmp_path, profile):
+    """train.gpus is the GPU count of every training job under the shipped profiles (a profile
+    line `gpu:` would silently override it); a run limit below it is warned about."""
+    if profile == "slurm" and importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
+        pytest.skip("snakemake-executor-plugin-slurm is not installed (lmscaling[slurm])")
+    config = yaml.safe_load(TINY_CONFIG.read_text())
+    config["train"].update(device="auto", gpus=4)
+    path = tmp_path / "gpus.yaml"
+    path.write_text(yaml.safe_dump(config))
+    args = ["-n", "--workflow-profile", str(REPO / "profiles" / profile)]
+    if profile == "local":  # its `resources: gpu: 1` lets one GPU be in use at once
+        capped = run_snakemake(tmp_path / "run", *args, config=path)
+        assert _planned_gpus(capped.stdout, "train_model") == {1}
+        assert "train.gpus is 4, but this run lets only 1 GPU(s)" in capped.stdout + capped.stderr
+        args += ["--resources", "gpu=4"]
+    proc = run_snakemake(tmp_path / "run", *args, config=path)
+    assert _planned_gpus(proc.stdout, "train_model") == {4}
+    assert _planned_gpus(proc.stdout, "evaluate") == {1}
+    assert "train.gpus is 4" not in proc.stdout + proc.stderr

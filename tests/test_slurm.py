@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.e2e
 
@@ -88,6 +89,12 @@ def jobs_in_log(text: str) -> dict[str, str]:
 
 def test_tiny_workflow_runs_through_sbatch(slurm_cluster, tmp_path):
     workdir = tmp_path / "run"
+    # train.device auto, as on a GPU cluster: the GPU rules ask for the GPUs of the config
+    # (train.gpus for training, 1 for evaluation); a node without CUDA then trains on its CPUs.
+    config = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+    config["train"]["device"] = "auto"
+    config_path = tmp_path / "tiny-auto.yaml"
+    config_path.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MLFLOW_"))}
     cmd = [
         sys.executable,
@@ -98,7 +105,7 @@ def test_tiny_workflow_runs_through_sbatch(slurm_cluster, tmp_path):
         "--directory",
         str(workdir),
         "--configfile",
-        str(REPO / "tests" / "configs" / "tiny.yaml"),
+        str(config_path),
         "--profile",
         str(REPO / "tests" / "slurm" / "profile"),
         "--workflow-profile",
@@ -131,7 +138,7 @@ def test_tiny_workflow_runs_through_sbatch(slurm_cluster, tmp_path):
     for job, slurm_id in submitted.items():
         rule, record = jobs[job].split()[1], done[slurm_id]
         assert record["JobState"] == "COMPLETED", (rule, record)
-        if rule in GPU_RULES:  # gpu: 1 and cpus_per_gpu: 8 on the GPU partition
+        if rule in GPU_RULES:  # 1 GPU (the config's) and cpus_per_gpu: 8 on the GPU partition
             assert (record["Partition"], record["ProcCnt"]) == ("YOUR_GPU_PARTITION", "8"), rule
         else:
             assert record["Partition"] == "YOUR_PARTITION", rule

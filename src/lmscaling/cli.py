@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,13 @@ def _columns(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _label(group: dict) -> str:
+    """A group's name for output: "bpe-2048 stdlib/val", or "all points" for a table without
+    tokenizer / eval_set columns (their value is then "-")."""
+    name = " ".join(v for v in (group["tokenizer"], group["eval_set"]) if v != "-")
+    return name or "all points"
+
+
 def _groups(result: dict, args: argparse.Namespace) -> list[dict]:
     from lmscaling.fit import FitError
 
@@ -47,7 +55,7 @@ def _groups(result: dict, args: argparse.Namespace) -> list[dict]:
         and (args.eval_set is None or g["eval_set"] == args.eval_set)
     ]
     if not groups:
-        names = [f"{g['tokenizer']} {g['eval_set']}" for g in result["groups"]]
+        names = [_label(g) for g in result["groups"]]
         raise FitError(f"no group matches --tokenizer/--eval-set; groups are {names}")
     return groups
 
@@ -126,9 +134,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             plot(result, out / f"{name}.png", out / f"{name}.svg")
             written += [out / f"{name}.png", out / f"{name}.svg"]
     for g in result["groups"]:
-        # "-" marks a table without tokenizer / eval_set columns
-        name = " ".join(v for v in (g["tokenizer"], g["eval_set"]) if v != "-")
-        print(f"{name or 'all points'}: {g['n_points']} points")
+        print(f"{_label(g)}: {g['n_points']} points")
         for axis, law in g["fits"].items():
             print(f"  L({axis}) = {_fmt(law['a'])} * {axis}^{_fmt(law['b'])}  b {_ci(law['b_ci'])}")
         chin = g.get("chinchilla", {})
@@ -185,7 +191,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"N = {n:.4g}, D = {_fmt(d)}, C = 6ND = {_fmt(c)}  (loss in nats/token)")
     for r in rows:
         print(
-            f"{r['tokenizer']} {r['eval_set']} {r['law']}: {r['loss']:.4f}  "
+            f"{_label(r)} {r['law']}: {r['loss']:.4f}  "
             f"{conf}% CI {_ci(r.get('confidence_interval'))}  "
             f"PI {_ci(r.get('prediction_interval'))}"
         )
@@ -224,7 +230,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                         row[f"{name}_ci"] = [float(lo), float(hi)]
                 rows.append(row)
         else:
-            reasons.append(f"{g['tokenizer']} {g['eval_set']} Chinchilla: {chin.get('skipped')}")
+            reasons.append(f"{_label(g)} Chinchilla: {chin.get('skipped')}")
         if "a" in iso:
             fit = IsoFLOPFit.from_dict(iso)
             n_opt, d_opt = fit.predict(budgets)
@@ -246,7 +252,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 0
     for r in rows:
         print(
-            f"{r['tokenizer']} {r['eval_set']} {r['method']} C = {r['C']:.3g} FLOP: "
+            f"{_label(r)} {r['method']} C = {r['C']:.3g} FLOP: "
             f"N_opt = {_fmt(r['N_opt'])} {_ci(r.get('N_opt_ci'))}, "
             f"D_opt = {_fmt(r['D_opt'])} {_ci(r.get('D_opt_ci'))}, "
             f"D/N = {_fmt(r['tokens_per_parameter'])} {_ci(r.get('tokens_per_parameter_ci'))}"
@@ -316,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly, and keep Python from reporting the
+        # failed flush of stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except argparse.ArgumentTypeError as err:
         parser.error(str(err))
     except (FitError, OSError) as err:

@@ -54,6 +54,20 @@ try:
     check_config(config)
     for warning in fit_plan_warnings(config):
         logger.warning(f"Config: {warning}")
+    # Snakemake lowers a job's resources to the run's limit without a word: a DDP job would
+    # train on fewer GPUs than train.gpus.
+    GPU_LIMIT = workflow.global_resources.get("gpu")
+    GPU_LIMIT = getattr(GPU_LIMIT, "value", GPU_LIMIT)  # a Resource in Snakemake 9
+    if (
+        config["train"]["device"] != "cpu"
+        and GPU_LIMIT is not None
+        and GPU_LIMIT < config["train"]["gpus"]
+    ):
+        logger.warning(
+            f"Config: train.gpus is {config['train']['gpus']}, but this run lets only "
+            f"{GPU_LIMIT} GPU(s) be in use at once (--resources gpu=N, or `resources: gpu:` "
+            f"of the profile): each training job gets {GPU_LIMIT}"
+        )
     MODELS = {shape.id: shape for shape in model_grid(config)}
     CORPORA = {
         name: corpus_spec_from_config(name, c) for name, c in config["corpora"].items()

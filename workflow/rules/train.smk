@@ -26,7 +26,7 @@ rule train_model:
         "../../envs/torch.yaml"
     threads: config["train"]["threads"]
     resources:
-        # More than one GPU (e.g. --set-resources train_model:gpu=8) trains with DDP.
+        # train.gpus: more than one trains with DDP (a profile's set-resources may override it).
         gpu=0 if config["train"]["device"] == "cpu" else config["train"]["gpus"],
         attempt=job_attempt,
     params:
