@@ -11,6 +11,7 @@ from snakemake.utils import validate
 from lmscaling.config import (
     ConfigError,
     check_config,
+    checkpoint_warnings,
     fit_plan_warnings,
     model_grid,
     token_budget,
@@ -82,6 +83,32 @@ def test_schema_fills_defaults_and_rejects_unknown_keys():
             r"corpora.../evil",
         ),
         (lambda c: c["tokenizers"].update({"a b": {"vocab_size": 300}}), "tokenizers.a b"),
+        (
+            lambda c: c["train"].update(tokens=100),
+            r"train.tokens: model L1-D32 gets D = 100 tokens, less than one optimizer step "
+            r"\(batch_size 32 x models.context_length 128 = 4096 tokens\)",
+        ),
+        (
+            lambda c: c["train"].update(tokens=None, compute=[1e7, 1e9]),
+            r"train.compute: model L1-D32-C1e7 gets D = 135 tokens",
+        ),
+        (
+            lambda c: c["train"].update(
+                lr={"power_law": {"value": 1e300, "N_ref": 1, "exponent": 10}}
+            ),
+            r"train.lr.power_law: gives inf at N = 12384; the value must be a finite number "
+            r"above 0 \(model L1-D32\)",
+        ),
+        (
+            lambda c: c["train"].update(
+                batch_size={"power_law": {"value": 1e300, "N_ref": 1e-300, "exponent": 2}}
+            ),
+            r"train.batch_size.power_law: gives inf",
+        ),
+        (
+            lambda c: c["train"].update(tokens=None, compute=[1.0e9, 1.0001e9]),
+            r"train.compute: budgets 1e\+09 and 1.0001e\+09 both give model id L1-D32-C1e9",
+        ),
     ],
 )
 def test_cross_field_errors_name_the_key(edit, message):
@@ -111,6 +138,22 @@ def test_fit_plan_warnings_when_no_axis_can_be_fitted():
     assert "same C (5 model(s))" in fit_plan_warnings(iso)[0]
     iso["train"]["compute"] = [1e13, 1e14]
     assert fit_plan_warnings(iso) == []
+
+
+def test_checkpoint_fractions_that_collapse_are_warned_about():
+    config = load()
+    validate(config, SCHEMA)
+    config["train"]["checkpoint_fractions"] = [0.1, 0.2, 0.9]
+    assert checkpoint_warnings(config) == []  # the demo's D: hundreds of steps
+    config["train"]["tokens"] = 4 * 32 * 128  # 4 steps of 32 x 128 tokens
+    (warning,) = checkpoint_warnings(config)
+    assert warning == (
+        "train.checkpoint_fractions: model L1-D32 trains only 4 optimizer steps: frac-0.1 "
+        "falls on the step of the next fraction; frac-0.9 on the last step (the final model); "
+        "these checkpoints repeat a point (5 model(s) so)"
+    )
+    config["train"]["checkpoint_fractions"] = [0.25, 0.5]
+    assert checkpoint_warnings(config) == []
 
 
 def test_token_budget_rules():

@@ -138,6 +138,10 @@ def test_corpus_spec_from_config():
     std = corpus_spec_from_config("std", {"source": "python-stdlib"})
     assert std.exclude == DEFAULT_STDLIB_EXCLUDE and std.paths == ()
     assert corpus_spec_from_config("std", {"source": "python-stdlib", "exclude": []}).exclude == ()
+    with pytest.raises(CorpusError, match=r"corpora\.std\.max_chars: 50 is below min_chars 100"):
+        corpus_spec_from_config(
+            "std", {"source": "python-stdlib", "min_chars": 100, "max_chars": 50}
+        )
     # Quality filters are off unless asked for; true means the papers' thresholds.
     assert std.quality.reasons == () and std.near_dedup is None and std.exact_dedup
     full = corpus_spec_from_config(
@@ -248,6 +252,28 @@ def test_resolve_inputs_globs_dirs_sorted_deduplicated_excluded(cwd):
     # A directory: every file below it, hidden ones skipped.
     spec = files_spec("d", exclude=("*/skip.txt",))
     assert [f.name for f in resolve_inputs(spec)] == ["d/a.txt", "d/b.txt", "d/sub/c.txt"]
+
+
+def test_resolve_inputs_links_and_special_files(cwd):
+    for name in ("d/a.txt", "elsewhere/b.txt", "elsewhere/sub/c.txt"):
+        (cwd / name).parent.mkdir(parents=True, exist_ok=True)
+        (cwd / name).write_text(name)
+    (cwd / "d/more").symlink_to(cwd / "elsewhere")  # a linked folder is read like its own
+    (cwd / "elsewhere/sub/up").symlink_to(cwd / "d")  # a link back up: read once, no loop
+    names = [f.name for f in resolve_inputs(files_spec("d"))]
+    assert names == ["d/a.txt", "d/more/b.txt", "d/more/sub/c.txt"]
+    os.mkfifo(cwd / "d/pipe.txt")  # would block the reader forever
+    with pytest.raises(CorpusError, match=r"corpora\.c\.paths: d/pipe\.txt is not a regular"):
+        resolve_inputs(files_spec("d"))
+    with pytest.raises(CorpusError, match="d/pipe.txt is not a regular file"):
+        resolve_inputs(files_spec("d/*.txt"))
+    assert len(resolve_inputs(files_spec("d", exclude=("*/pipe.txt",)))) == 3
+    (cwd / "d/pipe.txt").unlink()
+    (cwd / "d/gone.txt").symlink_to(cwd / "missing.txt")
+    with pytest.raises(CorpusError, match=r"d/gone\.txt is a broken symbolic link"):
+        resolve_inputs(files_spec("d"))
+    with pytest.raises(CorpusError, match="is not a regular file"):
+        resolve_inputs(files_spec("/dev/null"))
 
 
 def test_resolve_inputs_formats_and_remote(cwd):

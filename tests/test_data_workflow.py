@@ -149,8 +149,14 @@ def test_prepare_jobs_remote_input_and_cores(tmp_path, http_root):
     for m in mix.values():
         assert m["epochs"] == pytest.approx(summary["D"] * m["probability"] / m["tokens"])
 
-    # A new weight reruns the training only: the data, tokenizer and token shards stand.
+    # How often a resume file is written changes no output: nothing reruns.
     edited = yaml.safe_load(config.read_text())
+    edited["train"]["resume_every"] = 7
+    config.write_text(yaml.safe_dump(edited))
+    dry = snakemake(workdir, config, 2, "-n", target)
+    assert "Nothing to be done" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-3000:]
+
+    # A new weight reruns the training only: the data, tokenizer and token shards stand.
     edited["corpora"]["remote"]["weight"] = 3.0
     config.write_text(yaml.safe_dump(edited))
     dry = snakemake(workdir, config, 2, "-n", target)

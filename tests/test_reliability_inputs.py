@@ -210,6 +210,27 @@ def test_every_violation_is_reported_on_its_own_line():
     ]
 
 
+def test_a_number_yaml_reads_as_text_gets_its_spelling():
+    """PyYAML (YAML 1.1) reads 1e9 and 2e4 as strings: the message says how to write them."""
+    config = tiny()
+    edits = yaml.safe_load("tokens: 2e4\ncompute: [1e19, 3.25e9]\nlr: 3e-3")
+    config["train"].update(edits, tokens_per_parameter=None)
+    assert edits["tokens"] == "2e4" and edits["lr"] == "3e-3"
+    with pytest.raises(ConfigError) as err:
+        validate_schema(config, SCHEMA)
+    message = str(err.value)
+    assert (
+        "train.tokens: '2e4' is not of type 'integer', 'null' (YAML reads 2e4 as text, not "
+        "a number: write 20000)" in message
+    )
+    assert (
+        "train.compute[0]: '1e19' is not of type 'number' (YAML reads 1e19 as text, not a "
+        "number: write 1.0e+19)" in message
+    )
+    assert "write 3.25e+09)" in message and "write 3.0e-03)" in message
+    assert yaml.safe_load("[20000, 1.0e+19, 3.25e+09, 3.0e-03]") == [20000, 1e19, 3.25e9, 3e-3]
+
+
 GRID = [{"n_layer": 1, "d_model": 16, "n_head": 1}]
 IMPOSSIBLE = {
     "d_model-not-divisible": (
@@ -238,7 +259,7 @@ IMPOSSIBLE = {
     ),
     "duplicate-compute-tag": (
         lambda c: c["train"].update(tokens=None, compute=[1e15, 1.0001e15]),
-        "model id L1-D16-C1e15 repeats models.grid[0]",
+        "train.compute: budgets 1e+15 and 1.0001e+15 both give model id L1-D16-C1e15",
     ),
     "compute-below-one-token": (
         lambda c: c["train"].update(tokens=None, compute=[1000.0]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 import lmscaling.train as train_mod
+from lmscaling.io import sha256_file
 from lmscaling.model import GPT, GPTConfig, load_checkpoint
 from lmscaling.train import (
     PEAK_BF16_FLOPS,
@@ -383,6 +385,36 @@ def test_stale_resume_file_is_ignored(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="lmscaling.train"):
         _, summary, _ = train(MODEL, other, tokens, state_dir=tmp_path)
     assert summary["resumed_from_step"] == 0 and "cannot read resume state" in caplog.text
+
+
+def test_resume_file_of_other_data_is_ignored(tmp_path, caplog):
+    """Same settings and number of windows, other tokens: the old resume file is not used."""
+    cfg = TrainConfig(tokens=8 * 4 * 32, batch_size=4, log_every=4, device="cpu", resume_every=4)
+    rng = np.random.default_rng(4)
+    shard = tmp_path / "part-00000.bin"
+
+    def write_shard(tokens: np.ndarray) -> list[np.ndarray]:
+        shard.write_bytes(tokens.astype("<u2").tobytes())
+        sidecar = {"tokens": int(tokens.size), "sha256": sha256_file(shard)}
+        shard.with_suffix(".json").write_text(json.dumps(sidecar))
+        return load_tokens([shard], np.uint16)
+
+    first = rng.integers(0, VOCAB, 3000)
+    state = tmp_path / "state"
+    train(MODEL, cfg, write_shard(first), state_dir=state)
+    _, summary, _ = train(MODEL, cfg, write_shard(first), state_dir=state)  # same data
+    assert summary["resumed_from_step"] == 4
+    edited = first.copy()
+    edited[:100] = edited[:100][::-1]  # the same length, so the same number of windows
+    with caplog.at_level(logging.WARNING, logger="lmscaling.train"):
+        _, summary, _ = train(MODEL, cfg, write_shard(edited), state_dir=state)
+    assert summary["resumed_from_step"] == 0 and "written for other settings" in caplog.text
+    memory = tmp_path / "memory"  # arrays in memory count by their bytes
+    train(MODEL, cfg, first.astype(np.uint16), state_dir=memory)
+    _, summary, _ = train(MODEL, cfg, first.astype(np.uint16), state_dir=memory)
+    assert summary["resumed_from_step"] == 4
+    _, summary, _ = train(MODEL, cfg, edited.astype(np.uint16), state_dir=memory)
+    assert summary["resumed_from_step"] == 0
 
 
 def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):

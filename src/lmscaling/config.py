@@ -189,8 +189,15 @@ def model_grid(config: dict) -> list[ModelShape]:
                     "must be even (rotary position embeddings)"
                 )
             if shape.id in seen:
-                raise ConfigError(f"{key}: model id {shape.id} repeats {seen[shape.id]}")
-            seen[shape.id] = key
+                earlier_key, earlier_budget = seen[shape.id]
+                if earlier_budget != shape.compute:
+                    raise ConfigError(
+                        f"train.compute: budgets {earlier_budget:g} and {shape.compute:g} both "
+                        f"give model id {shape.id} (ids keep 3 significant digits of C); "
+                        "space the budgets further apart"
+                    )
+                raise ConfigError(f"{key}: model id {shape.id} repeats {earlier_key}")
+            seen[shape.id] = (key, shape.compute)
             shapes.append(shape)
     return shapes
 
@@ -240,6 +247,15 @@ def check_config(config: dict) -> None:
             raise ConfigError(
                 f"train.micro_batch_size: {micro} does not divide the batch size {batch} of "
                 f"model {shape.id}"
+            )
+        # Training runs whole optimizer steps: a budget under one step would be silently
+        # raised to a step, and C with it.
+        d, step = token_budget(train, n, shape.compute), batch * config["models"]["context_length"]
+        if d < step:
+            raise ConfigError(
+                f"train.{rules[0]}: model {shape.id} gets D = {d} tokens, less than one "
+                f"optimizer step (batch_size {batch} x models.context_length "
+                f"{config['models']['context_length']} = {step} tokens)"
             )
     fractions = train.get("checkpoint_fractions") or []
     names = [checkpoint_name(f) for f in fractions]
@@ -294,6 +310,48 @@ def training_flop(shape: ModelShape, config: dict, vocab_size: int) -> float:
         n, shape.n_layer, models["context_length"], shape.d_model, vocab_size
     )["exact"]
     return per_token * token_budget(config["train"], n, shape.compute)
+
+
+def optimizer_steps(tokens: int, batch_size: int, context_length: int) -> int:
+    """Optimizer steps of a run of ``tokens`` tokens: ``ceil(tokens / (batch_size *
+    context_length))``; it sees ``D = steps * batch_size * context_length`` tokens."""
+    return math.ceil(tokens / (batch_size * context_length))
+
+
+def checkpoint_steps(fractions, total_steps: int) -> dict[float, int]:
+    """``{fraction: step}``: the checkpoint of fraction ``f`` is written after step
+    ``ceil(f * total_steps)`` (clipped to ``[1, total_steps]``), when at least ``f * D`` tokens
+    have been seen."""
+    return {f: min(total_steps, max(1, math.ceil(f * total_steps))) for f in fractions}
+
+
+def checkpoint_warnings(config: dict) -> list[str]:
+    """Models whose ``train.checkpoint_fractions`` collapse: two fractions on one optimizer
+    step (the same model twice in the points table) or a fraction on the last step (the final
+    model again). One message naming the first such model and how many there are."""
+    train = config["train"]
+    fractions = sorted(train.get("checkpoint_fractions") or [])
+    if not fractions:
+        return []
+    context, mlp_ratio = config["models"]["context_length"], config["models"].get("mlp_ratio", 4)
+    hit = []
+    for shape in model_grid(config):
+        settings = train_settings(train, shape.n_params(mlp_ratio), shape.compute)
+        total = optimizer_steps(settings["tokens"], settings["batch_size"], context)
+        steps = checkpoint_steps(fractions, total)
+        same = [f for f, g in zip(fractions, fractions[1:], strict=False) if steps[f] == steps[g]]
+        last = [f for f in fractions if steps[f] == total]
+        if same or last:
+            hit.append((shape.id, total, same, last))
+    if not hit:
+        return []
+    model, total, same, last = hit[0]
+    what = [f"{checkpoint_name(f)} falls on the step of the next fraction" for f in same]
+    what += [f"{checkpoint_name(f)} on the last step (the final model)" for f in last]
+    return [
+        f"train.checkpoint_fractions: model {model} trains only {total} optimizer steps: "
+        f"{'; '.join(what)}; these checkpoints repeat a point ({len(hit)} model(s) so)"
+    ]
 
 
 def fit_plan_warnings(config: dict) -> list[str]:
@@ -363,7 +421,16 @@ def scale_rule(rule, n_params: int, key: str) -> float:
                 return row["value"]
     if "power_law" in rule:
         law = rule["power_law"]
-        return float(law["value"]) * (n_params / float(law["N_ref"])) ** float(law["exponent"])
+        try:
+            value = float(law["value"]) * (n_params / float(law["N_ref"])) ** float(law["exponent"])
+        except (OverflowError, ZeroDivisionError):
+            value = math.inf
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(
+                f"{key}.power_law: gives {value:g} at N = {n_params}; the value must be a "
+                "finite number above 0"
+            )
+        return value
     raise ConfigError(f"{key}: expected a number, a table or a power_law, got {rule!r}")
 
 

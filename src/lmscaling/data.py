@@ -298,6 +298,11 @@ class CorpusSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise CorpusError(f"{key}.{name}: expected an integer >= 0, got {value!r}")
+        if self.max_chars and self.max_chars < self.min_chars:
+            raise CorpusError(
+                f"{key}.max_chars: {self.max_chars} is below min_chars {self.min_chars}; every "
+                "document would be removed"
+            )
         if self.format not in FORMATS:
             raise CorpusError(f"{key}.format: {self.format!r}; expected one of {list(FORMATS)}")
         if self.text_unit not in TEXT_UNITS:
@@ -1144,7 +1149,8 @@ def publish_corpus(
         raise CorpusError(
             f"corpus '{spec.name}' has no usable document: {documents_in} in, removed "
             f"{ {k: v for k, v in removed.items() if v} }; check {check}{key}.min_chars, "
-            f"{key}.paths, {key}.quality"
+            + f"{key}.max_chars, " * bool(spec.max_chars)
+            + f"{key}.paths, {key}.quality"
         )
     for split, n in documents.items():
         if n == 0:

@@ -307,29 +307,36 @@ def resolve_files(
     found: dict[str, Path] = {}
     for entry in paths:
         if any(c in entry for c in "*?["):
-            matches = [Path(p) for p in glob.glob(entry, recursive=True) if os.path.isfile(p)]
+            matches = [Path(p) for p in glob.glob(entry, recursive=True) if not os.path.isdir(p)]
             if not matches:
                 raise CorpusError(f"{key}.paths: pattern {entry!r} matches no file")
-        elif os.path.isfile(entry):
-            matches = [Path(entry)]
         elif os.path.isdir(entry):
             matches = _walk(entry)
             if not matches:
                 raise CorpusError(f"{key}.paths: directory {entry!r} holds no file")
+        elif os.path.lexists(entry):
+            matches = [Path(entry)]
         else:
             raise CorpusError(f"{key}.paths: file {entry!r} does not exist")
         for p in matches:
             found[p.as_posix()] = p
-    files = [
-        InputFile(
-            name=name,
-            format=file_format(name, configured_format),
-            path=str(p),
-            size=p.stat().st_size,
+    files = []
+    for name, p in sorted(found.items()):
+        if not selected(name):
+            continue
+        if not p.is_file():  # a FIFO would block the reader; a broken link has no bytes
+            kind = "a broken symbolic link" if not p.exists() else "not a regular file"
+            raise CorpusError(
+                f"{key}.paths: {name} is {kind}; remove it, or leave it out with {key}.exclude"
+            )
+        files.append(
+            InputFile(
+                name=name,
+                format=file_format(name, configured_format),
+                path=str(p),
+                size=p.stat().st_size,
+            )
         )
-        for name, p in sorted(found.items())
-        if selected(name)
-    ]
     for i, entry in enumerate(remote):
         where = f"{key}.remote[{i}]"
         if not isinstance(entry, dict) or set(entry) != {"url", "sha256"}:
@@ -348,8 +355,16 @@ def resolve_files(
 
 
 def _walk(directory: str) -> list[Path]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(directory):
+    """Every entry below ``directory`` that is not a directory, hidden ones left out; symbolic
+    links to directories are followed, each directory read once (a link back up the tree
+    would loop)."""
+    out, seen = [], set()
+    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         out += [Path(dirpath, f) for f in filenames if not f.startswith(".")]
     return out

@@ -65,6 +65,36 @@ def _closest(err, schema: dict):
     return jsonschema.exceptions.best_match(fitting) if fitting else None
 
 
+def _wanted_types(err, schema: dict) -> set[str]:
+    """The JSON types the failed keyword accepted (``type``, or the union of a oneOf's)."""
+    if err.validator == "type":
+        value = err.validator_value
+        return {value} if isinstance(value, str) else set(value)
+    if err.validator in ("oneOf", "anyOf"):
+        return {t for branch in err.validator_value for t in _types(branch, schema)}
+    return set()
+
+
+def _yaml11_number(err, schema: dict) -> bool:
+    """A number refused as a string because YAML 1.1 (PyYAML, hence Snakemake) reads ``1e9``
+    or ``2e+4`` as text: it needs a point in the mantissa and a sign in the exponent."""
+    if not isinstance(err.instance, str) or not {"number", "integer"} & _wanted_types(err, schema):
+        return False
+    try:
+        return math.isfinite(float(err.instance))
+    except ValueError:
+        return False
+
+
+def _yaml11_spelling(value: float, wanted) -> str:
+    """``value`` as YAML 1.1 reads a number: ``20000`` for an integer key, else ``1.5e+09``."""
+    if "number" not in wanted and value.is_integer():
+        return str(int(value))
+    mantissa, exponent = f"{value:e}".split("e")
+    mantissa = mantissa.rstrip("0")
+    return f"{mantissa}0e{exponent}" if mantissa.endswith(".") else f"{mantissa}e{exponent}"
+
+
 def validate_schema(config: dict, schema_path: str | os.PathLike[str]) -> None:
     """Check ``config`` against the JSON schema at ``schema_path`` (YAML, draft 2020-12).
 
@@ -94,6 +124,11 @@ def validate_schema(config: dict, schema_path: str | os.PathLike[str]) -> None:
                     problems.append(f"{_dotted([*path, missing])}: required key is missing")
         else:
             message = err.message if len(err.message) <= 200 else err.message[:200] + "..."
+            if _yaml11_number(err, schema):
+                message += (
+                    f" (YAML reads {err.instance} as text, not a number: write "
+                    f"{_yaml11_spelling(float(err.instance), _wanted_types(err, schema))})"
+                )
             problems.append(f"{_dotted(path) or 'config'}: {message}")
     if problems:
         raise ConfigError("\n".join(sorted(set(problems))))

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import logging
 import math
 import os
@@ -49,7 +50,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from lmscaling.config import checkpoint_name
+from lmscaling.config import checkpoint_name, checkpoint_steps, optimizer_steps
 from lmscaling.io import atomic_path, read_json
 from lmscaling.model import GPT, GPTConfig, model_id, save_checkpoint
 
@@ -181,7 +182,7 @@ class TrainConfig:
     def steps(self, context_length: int) -> int:
         """Optimizer steps: ``ceil(tokens / (batch_size * context_length))``; the run sees
         ``D = steps * batch_size * context_length`` tokens."""
-        return math.ceil(self.tokens / (self.batch_size * context_length))
+        return optimizer_steps(self.tokens, self.batch_size, context_length)
 
 
 def select_device(pref: str, local_rank: int = 0) -> torch.device:
@@ -469,19 +470,38 @@ def _format_duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
-def checkpoint_steps(fractions: Sequence[float], total_steps: int) -> dict[float, int]:
-    """``{fraction: step}``: the checkpoint of fraction ``f`` is written after step
-    ``ceil(f * total_steps)`` (clipped to ``[1, total_steps]``), when at least ``f * D`` tokens
-    have been seen."""
-    return {f: min(total_steps, max(1, math.ceil(f * total_steps))) for f in fractions}
-
-
-def _fingerprint(model_cfg: GPTConfig, cfg: TrainConfig, n_windows: int) -> dict:
-    """What a resume file must match: every setting that changes the result."""
+def _fingerprint(model_cfg: GPTConfig, cfg: TrainConfig, n_windows: int, data: str) -> dict:
+    """What a resume file must match: every setting that changes the result, and the data
+    (``data``: :func:`_data_digest` of the token arrays)."""
     ignore = {"log_every", "threads", "device", "compile", "resume_every", "micro_batch_size"}
     train = {k: v for k, v in asdict(cfg).items() if k not in ignore}
     train["checkpoint_fractions"] = list(cfg.checkpoint_fractions)
-    return {"model": asdict(model_cfg), "train": train, "windows": n_windows}
+    return {"model": asdict(model_cfg), "train": train, "windows": n_windows, "data": data}
+
+
+def _data_digest(arrays: Sequence[np.ndarray]) -> str:
+    """sha256 over the token arrays, in order: a shard opened by :func:`load_tokens` counts by
+    the sha256 its sidecar records (checked against the file's size there), anything else by
+    its bytes. A resume file written for other data (a corpus edited, a tokenizer retrained)
+    then no longer matches, even when the number of windows happens to be the same."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        sidecar = (
+            Path(a.filename).with_suffix(".json")
+            if isinstance(a, np.memmap)
+            and a.filename
+            and a.offset == 0
+            and a.nbytes == os.path.getsize(a.filename)
+            else None
+        )
+        recorded = read_json(sidecar).get("sha256") if sidecar and sidecar.exists() else None
+        if recorded:
+            digest.update(f"{a.dtype.str}:{recorded}".encode())
+        else:
+            data = np.ascontiguousarray(a)
+            digest.update(f"{data.dtype.str}:".encode())
+            digest.update(data.view(np.uint8).reshape(-1))
+    return digest.hexdigest()
 
 
 def _rng_states() -> dict:
@@ -594,10 +614,12 @@ def train(
                 f"{name}: a mixture of {len(cfg.mixture)} groups needs one list of token "
                 "arrays per group"
             )
-        arrays = [np.asarray(a) for group in tokens for a in group]
+        given = [a for group in tokens for a in group]
         groups = [g for g, group in enumerate(tokens) for _ in group]
     else:
-        arrays = [np.asarray(tokens)] if isinstance(tokens, np.ndarray) else list(tokens)
+        given = [tokens] if isinstance(tokens, np.ndarray) else list(tokens)
+    data_digest = _data_digest(given)
+    arrays = [np.asarray(a) for a in given]
     if any(a.ndim != 1 for a in arrays):
         raise TrainError(f"{name}: token streams must be 1-D, got {[a.shape for a in arrays]}")
     try:
@@ -651,7 +673,7 @@ def train(
 
     metrics: list[dict] = []
     start_step, elapsed_before = 0, 0.0
-    fingerprint = _fingerprint(model_cfg, cfg, stream.n_starts)
+    fingerprint = _fingerprint(model_cfg, cfg, stream.n_starts, data_digest)
     resume_path = Path(state_dir) / RESUME_FILE if state_dir is not None else None
     if resume_path is not None and resume_path.exists():
         try:

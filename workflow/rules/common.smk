@@ -29,6 +29,7 @@ from lmscaling.config import (
     ConfigError,
     check_config,
     checkpoint_name,
+    checkpoint_warnings,
     fit_plan_warnings,
     model_grid,
     training_flop,
@@ -52,7 +53,7 @@ try:
     )
     validate(config, workflow.source_path("../schemas/config.schema.yaml"))
     check_config(config)
-    for warning in fit_plan_warnings(config):
+    for warning in fit_plan_warnings(config) + checkpoint_warnings(config):
         logger.warning(f"Config: {warning}")
     # Snakemake lowers a job's resources to the run's limit without a word: a DDP job would
     # train on fewer GPUs than train.gpus.

@@ -36,7 +36,12 @@ rule train_model:
         models={
             k: v for k, v in config["models"].items() if k not in ("grid", "ladder")
         },
-        train={k: v for k, v in config["train"].items() if k != "compute"},
+        # how often a resume file is written changes no output: not a param, no rerun
+        train={
+            k: v
+            for k, v in config["train"].items()
+            if k not in ("compute", "resume_every")
+        },
         seed=config["seed"],
         # sampling probability of each training corpus (corpora.<name>.weight)
         mixture=MIXTURE,

@@ -73,7 +73,7 @@ with guard(smk.rule), claim_gpus(gpus if nodes == 1 else 0, smk.params.gpu_locks
         threads=smk.threads,
         device=opts["device"],
         compile=opts["compile"],
-        resume_every=opts["resume_every"],
+        resume_every=smk.config["train"]["resume_every"],
         checkpoint_fractions=tuple(opts["checkpoint_fractions"]),
         # several training corpora: sampled by their weights, not by their sizes
         mixture=tuple(mixture.values()) if len(mixture) > 1 else (),
@@ -91,6 +91,13 @@ with guard(smk.rule), claim_gpus(gpus if nodes == 1 else 0, smk.params.gpu_locks
     report = mixture_report(groups, list(mixture), probs, T + 1, d)
     nnodes, nproc = world_layout(gpus, nodes)
     if select_device(opts["device"]).type != "cuda":
+        if nnodes * nproc > 1:
+            log.warning(
+                "%s: %d GPUs asked for (train.gpus), but no CUDA device is visible: "
+                "training in one process on the CPU",
+                smk.wildcards.model,
+                gpus,
+            )
         nnodes, nproc = 1, 1  # no GPU: one process on the CPU
 
     w = smk.wildcards
