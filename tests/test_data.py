@@ -531,6 +531,9 @@ def test_empty_split_raises_and_leaves_nothing(cwd):
     with pytest.raises(CorpusError, match=r"train split is empty.*data\.val_fraction"):
         prepare_corpus(files_spec("a.jsonl"), cwd / "out", 2, 1.0)
     assert [p for p in cwd.rglob("*") if p.is_file()] == [cwd / "a.jsonl"]
+    # A held-out corpus is scored on all of it: an empty split is fine there.
+    m = prepare_corpus(files_spec("a.jsonl"), cwd / "out", 2, 0.0, require_splits=())
+    assert m["documents"] == {"train": 20, "val": 0}
 
 
 def test_failure_keeps_previous_outputs(cwd):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -131,6 +132,23 @@ def test_rerun_schedules_nothing(tiny_run):
     workdir, _ = tiny_run
     dry = snakemake(workdir, "-n")
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_a_size_rule_edit_reruns_only_the_models_it_changes(tiny_run, tmp_path):
+    """train.lr as a table that keeps L1-D16's rate (0.004) and changes the others'."""
+    workdir, _ = tiny_run
+    config = yaml.safe_load(TINY.read_text())
+    assert config["train"]["lr"] == 0.004
+    config["train"]["lr"] = {
+        "table": [{"max_N": 5000, "value": 0.004}, {"max_N": None, "value": 0.002}]
+    }
+    path = tmp_path / "lr-table.yaml"
+    path.write_text(yaml.safe_dump(config))
+    dry = snakemake(workdir, "-n", config=path)
+    planned = re.findall(
+        r"^rule train_model:\n(?:    .*\n)*?    wildcards: .*model=(\S+)", dry.stdout, re.M
+    )
+    assert sorted(planned) == ["L2-D32", "L2-D64"], dry.stdout[-3000:]
 
 
 def test_mlflow_store(tiny_run):

@@ -1090,6 +1090,7 @@ def publish_corpus(
     out_dir: str | os.PathLike,
     opts: DataOptions,
     report_csv: str | os.PathLike | None = None,
+    require_splits: Sequence[str] = SPLITS,
 ) -> dict:
     """Check the whole corpus, put its shards in place, write the manifest and filter report.
 
@@ -1101,6 +1102,9 @@ def publish_corpus(
         out_dir: ``results/data/{corpus}``; gets the shards, ``manifest.json`` and (unless
             ``report_csv`` is given) ``filter_report.csv``.
         opts: the data options the shards were made with.
+        require_splits: the splits that must hold a document: both for a training corpus
+            (trained on, scored on its val split); none for a held-out corpus, scored on all
+            of it.
 
     Returns:
         The manifest: corpus, source, python_version (python-stdlib only), content_sha256
@@ -1153,7 +1157,7 @@ def publish_corpus(
             + f"{key}.paths, {key}.quality"
         )
     for split, n in documents.items():
-        if n == 0:
+        if n == 0 and split in require_splits:
             raise CorpusError(
                 f"corpus '{spec.name}': the {split} split is empty ({documents_out} "
                 f"documents, data.val_fraction={opts.val_fraction}); "
@@ -1282,6 +1286,7 @@ def prepare_corpus(
     num_shards: int,
     val_fraction: float,
     opts: DataOptions | None = None,
+    require_splits: Sequence[str] = SPLITS,
 ) -> dict:
     """Run map, near-dup, reduce and publish for one corpus in this process.
 
@@ -1341,7 +1346,9 @@ def prepare_corpus(
                     opts.report_examples,
                 )
             )
-        return publish_corpus(spec, map_stats, reduce_stats, reduced, out_dir, opts)
+        return publish_corpus(
+            spec, map_stats, reduce_stats, reduced, out_dir, opts, require_splits=require_splits
+        )
 
 
 def read_stats(paths: Sequence[str | os.PathLike]) -> list[dict]:

@@ -10,6 +10,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import yaml
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -32,6 +34,7 @@ from lmscaling.config import (
     checkpoint_warnings,
     fit_plan_warnings,
     model_grid,
+    train_settings,
     training_flop,
 )
 from lmscaling.data import (
@@ -158,15 +161,48 @@ def _raw_input(f):
     return storage.http(f.url) if f.url else f.path
 
 
+def _nested_defaults():
+    """{section: {key: default}} of the corpus options given as mappings (clean, quality,
+    dedup, extract), from the config schema."""
+    with open(workflow.source_path("../schemas/config.schema.yaml")) as fh:
+        schema = yaml.safe_load(fh)
+    options = schema["properties"]["corpora"]["additionalProperties"]["properties"]
+    return {
+        section: {
+            k: v["default"]
+            for k, v in options[section]["properties"].items()
+            if "default" in v
+        }
+        for section in ("clean", "quality", "dedup", "extract")
+    }
+
+
+NESTED_DEFAULTS = _nested_defaults()
+
+
 def corpus_config(wildcards):
     """A corpus's config without `weight` (a param of the data jobs).
 
     The weight matters to training only (train_model's `mixture` param): changing it reruns
-    the training and what follows, not the preparation, tokenizer and tokenizing.
+    the training and what follows, not the preparation, tokenizer and tokenizing. In the
+    mappings (clean, quality, dedup, extract) a value equal to its default is left out, and a
+    mapping left empty with it: writing out a default (`clean: {nfc: true}`) reruns nothing.
     """
-    return {
-        k: v for k, v in config["corpora"][wildcards.corpus].items() if k != "weight"
-    }
+    out = {}
+    for k, v in config["corpora"][wildcards.corpus].items():
+        if k == "weight":
+            continue
+        if k in NESTED_DEFAULTS and isinstance(v, dict):
+            defaults = NESTED_DEFAULTS[k]
+            v = {
+                kk: vv
+                for kk, vv in v.items()
+                if kk not in defaults or vv != defaults[kk]
+            }
+            if not v:
+                continue
+        out[k] = v
+    return out
 
 
 def corpus_tasks(corpus):
@@ -238,6 +274,19 @@ def model_shape(wildcards):
     that keeps its id (e.g. its n_head) rerun that model (rerun trigger "params").
     """
     return asdict(MODELS[wildcards.model])
+
+
+# The train settings that a rule by model size resolves: a param per model (model_settings),
+# so editing one row of an lr table reruns only the models that row reaches.
+SIZE_RULED = ("tokens", "tokens_per_parameter", "compute", "lr", "batch_size")
+
+
+def model_settings(wildcards):
+    """D (tokens), lr and batch size of one grid point (config.train_settings): a param of
+    train_model."""
+    shape = MODELS[wildcards.model]
+    n = shape.n_params(config["models"].get("mlp_ratio", 4))
+    return train_settings(config["train"], n, shape.compute)
 
 
 def train_priority(wildcards):

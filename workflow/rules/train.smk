@@ -36,11 +36,14 @@ rule train_model:
         models={
             k: v for k, v in config["models"].items() if k not in ("grid", "ladder")
         },
-        # how often a resume file is written changes no output: not a param, no rerun
+        # the rules by size as resolved for this model (an edit elsewhere in a table reruns
+        # nothing here), and the rest but resume_every (how often a resume file is written
+        # changes no output)
+        settings=model_settings,
         train={
             k: v
             for k, v in config["train"].items()
-            if k not in ("compute", "resume_every")
+            if k not in SIZE_RULED + ("resume_every",)
         },
         seed=config["seed"],
         # sampling probability of each training corpus (corpora.<name>.weight)

@@ -24,6 +24,11 @@ with guard(smk.rule):
         Path(smk.output.manifest).parent,
         opts,
         report_csv=smk.output.report,
+        # a held-out corpus is scored on all of it: either split may be empty (read from the
+        # config, not a param: the data are the same whichever role the corpus has)
+        require_splits=()
+        if corpus in smk.config["eval"].get("heldout_corpora", [])
+        else data.SPLITS,
     )
     tags = tracking.job_tags(smk.rule, dict(smk.wildcards), smk.resources.attempt, smk.config)
     with tracking.child_run(smk.params.parent, f"prepare_corpus/{corpus}", tags) as run:

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lmscaling import tokenizer, tracking
-from lmscaling.config import checkpoint_name, train_settings
+from lmscaling.config import checkpoint_name
 from lmscaling.distributed import world_layout
 from lmscaling.gpus import claim_gpus
 from lmscaling.io import atomic_path, read_json, write_json
@@ -54,7 +54,7 @@ with guard(smk.rule), claim_gpus(gpus if nodes == 1 else 0, smk.params.gpu_locks
         position=models["position"],
     )
     counts = count_parameters(model_cfg)
-    rules = train_settings(opts, counts["N"], shape.compute)
+    rules = smk.params.settings  # tokens, lr, batch_size (config.train_settings)
     train_cfg = TrainConfig(
         tokens=rules["tokens"],
         batch_size=rules["batch_size"],
