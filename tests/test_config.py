@@ -106,6 +106,16 @@ def test_schema_fills_defaults_and_rejects_unknown_keys():
             r"train.batch_size.power_law: gives inf",
         ),
         (
+            lambda c: c["train"].update(schedule="wsd", warmup_fraction=0.9, decay_fraction=0.9),
+            r"train.decay_fraction: warmup \(0.9\) and decay \(0.9\) of the WSD schedule",
+        ),
+        (
+            lambda c: c["models"].update(
+                grid=None, ladder={"depths": [2, 4], "aspect_ratio": 30, "head_dim": 15}
+            ),
+            r"models.ladder.head_dim: head dimension d_model/n_head = 15 must be even",
+        ),
+        (
             lambda c: c["train"].update(tokens=None, compute=[1.0e9, 1.0001e9]),
             r"train.compute: budgets 1e\+09 and 1.0001e\+09 both give model id L1-D32-C1e9",
         ),

@@ -210,6 +210,21 @@ def test_every_violation_is_reported_on_its_own_line():
     ]
 
 
+def test_a_key_given_twice_names_the_file_and_line(tmp_path):
+    from lmscaling.schema import check_unique_keys
+
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  tokens: 120000\n  lr: 0.004\n  tokens: 5000\nseed: 1\n")
+    with pytest.raises(ConfigError) as err:
+        check_unique_keys(path)
+    assert str(err.value) == (
+        f"{path}:4: key 'tokens' repeats the key of line 2 in the same mapping (YAML would keep "
+        "only the last)"
+    )
+    path.write_text("a: {tokens: 1}\nb: {tokens: 1}\nc: &x {k: 1}\nd:\n  <<: *x\n  k: 2\n")
+    check_unique_keys(path)  # the same key in two mappings, a merge key: fine
+
+
 def test_a_number_yaml_reads_as_text_gets_its_spelling():
     """PyYAML (YAML 1.1) reads 1e9 and 2e4 as strings: the message says how to write them."""
     config = tiny()

@@ -184,8 +184,9 @@ def model_grid(config: dict) -> list[ModelShape]:
                     f"{key}: d_model ({shape.d_model}) is not divisible by n_head ({shape.n_head})"
                 )
             if rotary and (shape.d_model // shape.n_head) % 2:
+                where = "models.ladder.head_dim" if "ladder" in key else key
                 raise ConfigError(
-                    f"{key}: head dimension d_model/n_head = {shape.d_model // shape.n_head} "
+                    f"{where}: head dimension d_model/n_head = {shape.d_model // shape.n_head} "
                     "must be even (rotary position embeddings)"
                 )
             if shape.id in seen:
@@ -257,6 +258,13 @@ def check_config(config: dict) -> None:
                 f"optimizer step (batch_size {batch} x models.context_length "
                 f"{config['models']['context_length']} = {step} tokens)"
             )
+    if train.get("schedule") == "wsd" and (
+        train.get("warmup_fraction", 0) + train.get("decay_fraction", 0) > 1
+    ):
+        raise ConfigError(
+            f"train.decay_fraction: warmup ({train['warmup_fraction']}) and decay "
+            f"({train['decay_fraction']}) of the WSD schedule add up to more than all the steps"
+        )
     fractions = train.get("checkpoint_fractions") or []
     names = [checkpoint_name(f) for f in fractions]
     if len(set(names)) != len(names) or any(not 0 < f < 1 for f in fractions):

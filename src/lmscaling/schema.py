@@ -17,6 +17,40 @@ import yaml
 from lmscaling.config import ConfigError
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader refusing a key repeated in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(
+                    f"{self.name}:{key_node.start_mark.line + 1}: key {key!r} repeats the key of "
+                    f"line {seen[key] + 1} in the same mapping (YAML would keep only the last)"
+                )
+            if isinstance(key, str | int | float | bool):
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def check_unique_keys(path: str | os.PathLike[str]) -> None:
+    """Read the YAML file ``path`` and refuse a key given twice in one mapping.
+
+    Raises:
+        ConfigError: naming the file, the line and the key.
+    """
+    with open(path, encoding="utf-8") as fh:
+        loader = _UniqueKeyLoader(fh)
+        loader.name = str(path)
+        try:
+            loader.get_single_data()
+        except yaml.YAMLError:
+            pass  # Snakemake has read the file already; its own message covers syntax errors
+        finally:
+            loader.dispose()
+
+
 def _dotted(path) -> str:
     """``["models", "grid", 0, "n_head"]`` -> ``"models.grid[0].n_head"``."""
     out = ""

@@ -175,6 +175,8 @@ class TrainConfig:
             "mixture": all(p > 0 for p in self.mixture)
             and (not self.mixture or math.isclose(sum(self.mixture), 1.0, abs_tol=1e-9)),
         }
+        if self.schedule == "wsd" and self.warmup_fraction + self.decay_fraction > 1:
+            checks["decay_fraction"] = False  # warmup and decay overlap
         for name, ok in checks.items():
             if not ok:
                 raise TrainError(f"{name} is out of range: {getattr(self, name)!r}")

@@ -47,9 +47,12 @@ from lmscaling.data import (
     shard_names,
 )
 from lmscaling.points import check_eval_config, eval_sets, training_corpora
-from lmscaling.schema import validate_schema
+from lmscaling.schema import check_unique_keys, validate_schema
 
 try:
+    # A key given twice in a config file (YAML keeps the last one, silently).
+    for path in workflow.configfiles:
+        check_unique_keys(path)
     # Every violation on one line naming its key; then Snakemake's check fills the defaults.
     validate_schema(
         config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
