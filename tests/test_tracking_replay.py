@@ -334,6 +334,45 @@ def test_rerun_marks_the_run_it_replaces(tmp_path: Path, new_store: Callable[[st
     assert sorted(r.info.run_name for r in current) == ["train/L1", "train/L2"]
 
 
+def test_runs_of_jobs_left_out_of_the_config_stop_being_current(
+    tmp_path: Path, new_store: Callable[[str], str]
+) -> None:
+    uri = new_store("s")
+    pj = tmp_path / "mlflow" / "parent.json"
+
+    def invocation(models: list[str], status: str = "FINISHED") -> dict:
+        info = tracking.start_parent(uri, "retire", pj)
+        for m in models:
+            with tracking.child_run(pj, f"train/{m}", tracking.job_tags("train_model", w(m), 1)):
+                pass
+        keep = {"train_model": [tracking.job_key("train_model", w(m)) for m in models]}
+        tracking.finish_parent(pj, status, keep_jobs=keep)
+        return info
+
+    def w(model: str) -> dict:
+        return {"tokenizer": "bpe", "model": model}
+
+    def current(store: str) -> list[str]:
+        client = MlflowClient(tracking_uri=store)
+        exp = client.get_experiment_by_name("retire")
+        runs = client.search_runs([exp.experiment_id], f"tags.`{tracking.TAG_CURRENT}` = 'true'")
+        return sorted(r.info.run_name for r in runs)
+
+    invocation(["L1", "L2"])
+    assert current(uri) == ["train/L1", "train/L2"]
+    invocation(["L3"], status="FAILED")  # a failed invocation retires nothing
+    assert current(uri) == ["train/L1", "train/L2", "train/L3"]
+    third = invocation(["L1"])  # L2 and L3 left the grid
+    assert current(uri) == ["train/L1"]
+    client = MlflowClient(tracking_uri=uri)
+    retired = [r for r in _store_runs(uri, "retire") if r.info.run_name == "train/L2"]
+    assert retired[0].data.tags[tracking.TAG_RETIRED_BY] == third["invocation"]
+    assert client.get_run(retired[0].info.run_id).info.status == "FINISHED"
+    fresh = new_store("fresh")  # the records give the same in a new store
+    replay.replay(pj.parent / "records", fresh)
+    assert current(fresh) == ["train/L1"]
+
+
 def test_killed_invocation_is_marked_by_the_next(
     tmp_path: Path, new_store: Callable[[str], str]
 ) -> None:

@@ -66,6 +66,7 @@ EVENTS = (
     "artifact",
     "model",
     "run",
+    "retire",
     "end",
     "synced",
 )
@@ -292,8 +293,20 @@ def read_invocation(inv_dir: str | os.PathLike[str]) -> tuple[Record, list[Recor
 
 
 def invocation_dirs(records_root: str | os.PathLike[str]) -> list[Path]:
-    """Invocation directories under ``records_root`` (those holding a parent record), in order."""
+    """Invocation directories under ``records_root`` (those holding a parent record), in start
+    order: by the parent's start time (milliseconds), then by name. The names sort by start
+    only to the second, and a replay must apply invocations in the order they ran (a later
+    one may retire runs of an earlier one)."""
     root = Path(records_root)
     if not root.is_dir():
         return []
-    return sorted(d for d in root.iterdir() if (d / PARENT_RECORD).is_file())
+
+    def start_time(d: Path) -> int:
+        with open(d / PARENT_RECORD, encoding="utf-8") as fh:
+            try:
+                return int(json.loads(fh.readline()).get("start_time", 0))
+            except (ValueError, TypeError, AttributeError):
+                return 0  # reading the record names the problem
+
+    dirs = [d for d in root.iterdir() if (d / PARENT_RECORD).is_file()]
+    return sorted(dirs, key=lambda d: (start_time(d), d.name))

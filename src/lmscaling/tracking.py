@@ -125,6 +125,7 @@ TAG_WORKSPACE = "lmscaling.workspace"
 TAG_JOB_KEY = "lmscaling.job_key"
 TAG_CURRENT = "lmscaling.current"
 TAG_REPLACED_BY = "lmscaling.replaced_by"
+TAG_RETIRED_BY = "lmscaling.retired_by"
 TAG_END_REASON = "lmscaling.end_reason"
 
 # Errors a tracking call can raise when the store misbehaves (server gone, disk full, ...).
@@ -574,6 +575,8 @@ def apply_event(
             except Exception as exc:  # the model, not the store: the run goes on without it
                 logger.warning("%s: could not log model %s: %s", record.path, path, exc)
                 return "failed"
+    elif kind == "retire":
+        _retire(client, run_id, event)
     elif kind == "end":
         _retry_locked(
             client.set_terminated, run_id, event["status"], end_time=int(event["end_time"])
@@ -581,6 +584,36 @@ def apply_event(
     else:
         return "noop"
     return "logged"
+
+
+def _retire(client: MlflowClient, parent_run_id: str, event: Mapping[str, Any]) -> None:
+    """Mark as not current the runs of jobs the config no longer has (a parent's "retire").
+
+    ``event["keep"]``: ``{rule: [job keys of the config's jobs]}``. Every run of such a rule in
+    the parent's workspace that is current, started before ``event["time"]`` and whose job key
+    is not kept gets ``lmscaling.current=false`` and ``lmscaling.retired_by=<parent record>``,
+    so that ``tags.lmscaling.current = 'true'`` shows the models of the config that ran last.
+    """
+    parent = _retry_locked(client.get_run, parent_run_id)
+    workspace = parent.data.tags.get(TAG_WORKSPACE, "")
+    if not _HEX.fullmatch(workspace):
+        return
+    by = parent.data.tags.get(TAG_RECORD, parent_run_id)
+    for rule, keys in event["keep"].items():
+        if not re.fullmatch(r"\w+", rule):
+            continue
+        runs = _retry_locked(
+            client.search_runs,
+            [parent.info.experiment_id],
+            f"tags.`lmscaling.rule` = '{rule}' and tags.`{TAG_WORKSPACE}` = '{workspace}' "
+            f"and tags.`{TAG_CURRENT}` = 'true'",
+            max_results=50000,
+        )
+        for run in runs:
+            if run.data.tags.get(TAG_JOB_KEY) in keys or run.info.start_time >= event["time"]:
+                continue
+            tags = [RunTag(TAG_CURRENT, "false"), RunTag(TAG_RETIRED_BY, by)]
+            _log_batches(client, run.info.run_id, tags=tags)
 
 
 # --------------------------------------------------------------------------------------------
@@ -849,8 +882,13 @@ def finish_parent(
     status: str = "FINISHED",
     artifacts: Iterable[str | os.PathLike[str]] = (),
     artifact_path: str | None = None,
+    keep_jobs: Mapping[str, Iterable[str]] | None = None,
 ) -> dict[str, int]:
     """Attach final ``artifacts`` to the parent run, end it, and sync the invocation.
+
+    With ``keep_jobs`` (``{rule: job keys of the config's jobs}``, see :func:`job_key`) and
+    status FINISHED, the runs of those rules whose jobs the config no longer has stop being
+    current (a ``retire`` event; :func:`_retire`).
 
     Appends the artifacts and an ``end`` event to the parent's record, then replays every
     record of this invocation that has not fully reached the store (:mod:`lmscaling.replay`):
@@ -885,6 +923,9 @@ def finish_parent(
             logger.warning("artifact %s does not exist; not logged to parent run", a)
             continue
         writer.append(_artifact_event(a, artifact_path))
+    if keep_jobs is not None and status == "FINISHED":
+        keep = {rule: sorted(keys) for rule, keys in keep_jobs.items()}
+        writer.append({"event": "retire", "keep": keep, "time": _now_ms()})
     writer.append({"event": "end", "status": status, "end_time": _now_ms()})
     return _sync(path, info)
 

@@ -279,8 +279,8 @@ def model_shape(wildcards):
     return asdict(MODELS[wildcards.model])
 
 
-# The train settings that a rule by model size resolves: a param per model (model_settings),
-# so editing one row of an lr table reruns only the models that row reaches.
+# The train settings resolved per model by size (a param per model: model_settings), so
+# editing one row of an lr table reruns only the models that row reaches.
 SIZE_RULED = ("tokens", "tokens_per_parameter", "compute", "lr", "batch_size")
 
 
@@ -432,9 +432,21 @@ def finish_parent_run(status):
     from lmscaling import tracking
 
     artifacts = get_final_outputs() + [f"{RESULTS}/eval/points.csv"]
+    # Runs of models (or tokenizers) no longer in the config stop being current.
+    keep = {
+        name: [
+            tracking.job_key(name, {"tokenizer": t, "model": m})
+            for t in TOKENIZERS
+            for m in MODELS
+        ]
+        for name in ("train_model", "evaluate")
+    }
     try:
         tracking.finish_parent(
-            PARENT_JSON, status, artifacts=[f for f in artifacts if os.path.exists(f)]
+            PARENT_JSON,
+            status,
+            artifacts=[f for f in artifacts if os.path.exists(f)],
+            keep_jobs=keep,
         )
     except tracking.TrackingError as err:
         raise WorkflowError(
