@@ -14,6 +14,7 @@ from lmscaling.config import (
     checkpoint_warnings,
     fit_plan_warnings,
     model_grid,
+    sorted_keys,
     token_budget,
     training_flop,
 )
@@ -164,6 +165,14 @@ def test_checkpoint_fractions_that_collapse_are_warned_about():
     )
     config["train"]["checkpoint_fractions"] = [0.25, 0.5]
     assert checkpoint_warnings(config) == []
+
+
+def test_sorted_keys_sorts_every_mapping_and_keeps_lists():
+    value = {"b": 1, "a": {"d": [{"z": 1, "y": 2}, 3], "c": None}}
+    out = sorted_keys(value)
+    assert out == value and list(out) == ["a", "b"] and list(out["a"]) == ["c", "d"]
+    assert list(out["a"]["d"][0]) == ["y", "z"] and out["a"]["d"][1] == 3
+    assert repr(sorted_keys({"y": 1, "x": 2})) == repr(sorted_keys({"x": 2, "y": 1}))
 
 
 def test_token_budget_rules():

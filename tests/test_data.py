@@ -274,6 +274,13 @@ def test_resolve_inputs_links_and_special_files(cwd):
         resolve_inputs(files_spec("d"))
     with pytest.raises(CorpusError, match="is not a regular file"):
         resolve_inputs(files_spec("/dev/null"))
+    (cwd / "d/gone.txt").unlink()
+    # ** follows links to folders: a loop is named instead of a glob that never ends
+    with pytest.raises(CorpusError, match=r"'d/\*\*/\*\.txt': .*up.* links back to a folder"):
+        resolve_inputs(files_spec("d/**/*.txt"))
+    (cwd / "elsewhere/sub/up").unlink()
+    names = [f.name for f in resolve_inputs(files_spec("d/**/*.txt"))]
+    assert names == ["d/a.txt", "d/more/b.txt", "d/more/sub/c.txt"]
 
 
 def test_resolve_inputs_formats_and_remote(cwd):

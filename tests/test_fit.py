@@ -220,6 +220,13 @@ def test_one_compute_budget_skips_the_c_law(budget_column):
     json.dumps(result, allow_nan=False)
 
 
+def test_kaplan_x_c_out_of_float_range_is_none():
+    x = np.array([1e6, 1e7, 1e8, 1e9])
+    law = PowerLawFit("N").fit(x, 0.5 * x**-0.0005)  # ln X_c = ln 0.5 / 5e-4 = -1386
+    assert law.to_dict()["x_c"] is None and law.to_dict()["alpha"] == pytest.approx(5e-4)
+    assert PowerLawFit("N").fit(x, 5.0 * x**-0.1).to_dict()["x_c"] == pytest.approx(5**10)
+
+
 def test_an_axis_too_narrow_for_a_power_law_is_named():
     x = np.array([1e8, 1e8 * (1 + 1e-6), 1e8 * (1 + 2e-6)])
     with pytest.raises(FitError, match=r"L\(D\): .* out of float range .* 2e-06"):

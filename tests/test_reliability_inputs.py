@@ -223,6 +223,8 @@ def test_a_key_given_twice_names_the_file_and_line(tmp_path):
     )
     path.write_text("a: {tokens: 1}\nb: {tokens: 1}\nc: &x {k: 1}\nd:\n  <<: *x\n  k: 2\n")
     check_unique_keys(path)  # the same key in two mappings, a merge key: fine
+    path.write_text("z:\n  ? [1, 2]\n  : a\n  b: 1\n")
+    check_unique_keys(path)  # a complex key is the schema's to refuse
 
 
 def test_a_number_yaml_reads_as_text_gets_its_spelling():

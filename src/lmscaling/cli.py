@@ -98,7 +98,7 @@ def _fmt(v) -> str:
 
 def _ci(pair) -> str:
     if not pair:
-        return ""
+        return "[-]"
     return f"[{_fmt(pair[0])}, {_fmt(pair[1])}]"
 
 

@@ -83,6 +83,20 @@ def training_flops_per_token(
     return {"6N": 6.0 * n, "6N_attention": 6.0 * n + attention, "exact": 6.0 * n + attention + head}
 
 
+def sorted_keys(value):
+    """``value`` with the keys of every mapping in it sorted (lists keep their order).
+
+    Snakemake compares a job's params by their ``repr``, which follows key order; the workflow
+    sorts the config's mappings so that the same config written in another order (e.g. by a
+    tool's ``yaml.dump``) reruns nothing.
+    """
+    if isinstance(value, dict):
+        return {k: sorted_keys(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [sorted_keys(v) for v in value]
+    return value
+
+
 def check_name(name: str, key: str) -> str:
     """Return ``name`` if it is safe as a path component and wildcard value.
 

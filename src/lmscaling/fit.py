@@ -207,7 +207,8 @@ class PowerLawFit:
         """JSON-ready parameters and diagnostics, with Kaplan's α = −b and X_c = a^(1/α)."""
         alpha = -self.b
         ln_x_c = math.log(self.a) / alpha if alpha > 0 else math.inf
-        x_c = math.exp(ln_x_c) if ln_x_c < math.log(np.finfo(float).max) else None
+        tiny, huge = np.finfo(float).tiny, np.finfo(float).max
+        x_c = math.exp(ln_x_c) if math.log(tiny) < ln_x_c < math.log(huge) else None
         return {
             "x": self.x_name,
             "form": f"L = a * {self.x_name}^b",

@@ -307,6 +307,14 @@ def resolve_files(
     found: dict[str, Path] = {}
     for entry in paths:
         if any(c in entry for c in "*?["):
+            if "**" in entry:  # glob follows links to folders: a loop would never end
+                loop = _link_loop(entry.split("**", 1)[0] or ".")
+                if loop is not None:
+                    raise CorpusError(
+                        f"{key}.paths: pattern {entry!r}: {loop} links back to a folder "
+                        "above it, so ** would never end; give the folder itself as the "
+                        "path (read once), or remove the link"
+                    )
             matches = [Path(p) for p in glob.glob(entry, recursive=True) if not os.path.isdir(p)]
             if not matches:
                 raise CorpusError(f"{key}.paths: pattern {entry!r} matches no file")
@@ -352,6 +360,32 @@ def resolve_files(
     if not files:
         raise CorpusError(f"{key}.include/exclude: no input file is selected")
     return files
+
+
+def _link_loop(base: str) -> Path | None:
+    """A symbolic link below ``base`` (the folder part of a pattern) that points to a folder
+    holding it, or None."""
+    base = (os.path.dirname(base) if not os.path.isdir(base) else base) or "."
+    seen = set()
+    for dirpath, dirnames, _ in os.walk(base, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # reached again through another link: read once
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        # the real folders on the way down from base, links resolved: a link to one of them
+        # (or to a folder holding one) sends glob round in a circle
+        path, above = Path(base), {os.path.realpath(base)}
+        for part in Path(dirpath).relative_to(base).parts:
+            path = path / part
+            above.add(os.path.realpath(path))
+        for d in dirnames:
+            link = Path(dirpath, d)
+            if link.is_symlink():
+                target = os.path.realpath(link).rstrip(os.sep) + os.sep
+                if any((a + os.sep).startswith(target) for a in above):
+                    return link
+    return None
 
 
 def _walk(directory: str) -> list[Path]:

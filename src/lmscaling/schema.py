@@ -24,13 +24,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         seen = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str | int | float | bool):
+                continue  # a complex key (a list): the schema refuses it by name
             if key in seen:
                 raise ConfigError(
                     f"{self.name}:{key_node.start_mark.line + 1}: key {key!r} repeats the key of "
                     f"line {seen[key] + 1} in the same mapping (YAML would keep only the last)"
                 )
-            if isinstance(key, str | int | float | bool):
-                seen[key] = key_node.start_mark.line
+            seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
 

@@ -34,6 +34,7 @@ from lmscaling.config import (
     checkpoint_warnings,
     fit_plan_warnings,
     model_grid,
+    sorted_keys,
     train_settings,
     training_flop,
 )
@@ -59,6 +60,15 @@ try:
     )
     validate(config, workflow.source_path("../schemas/config.schema.yaml"))
     check_config(config)
+    # Snakemake compares params by repr, which follows key order: with every mapping's keys
+    # sorted, a config written in another order (a tool's yaml.dump) reruns nothing. The
+    # order of corpora and tokenizers is kept (it orders the training mixture and the jobs).
+    for section in list(config):
+        if section in ("corpora", "tokenizers"):
+            for name in config[section]:
+                config[section][name] = sorted_keys(config[section][name])
+        else:
+            config[section] = sorted_keys(config[section])
     for warning in fit_plan_warnings(config) + checkpoint_warnings(config):
         logger.warning(f"Config: {warning}")
     # Snakemake lowers a job's resources to the run's limit without a word: a DDP job would
@@ -205,6 +215,19 @@ def corpus_config(wildcards):
             if not v:
                 continue
         out[k] = v
+    return out
+
+
+def corpus_publish_config(wildcards):
+    """corpus_config, plus `heldout: true` for a held-out corpus (a param of prepare_corpus).
+
+    A held-out corpus is scored on all of it, so either split may be empty; a training corpus
+    needs both. A change of role reruns the check (and only that, for training corpora the
+    param is unchanged).
+    """
+    out = corpus_config(wildcards)
+    if wildcards.corpus in config["eval"].get("heldout_corpora", []):
+        out["heldout"] = True
     return out
 
 

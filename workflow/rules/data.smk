@@ -94,7 +94,7 @@ rule prepare_corpus:
     resources:
         attempt=job_attempt,
     params:
-        corpus=corpus_config,
+        corpus=corpus_publish_config,
         data=config["data"],
         parent=PARENT_JSON,
     script:

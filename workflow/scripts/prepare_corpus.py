@@ -9,7 +9,9 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 configure_logging(smk.log[0])
 with guard(smk.rule):
     corpus = smk.wildcards.corpus
-    spec = data.corpus_spec_from_config(corpus, smk.params.corpus)
+    options = dict(smk.params.corpus)
+    heldout = options.pop("heldout", False)  # scored on all of it: a split may be empty
+    spec = data.corpus_spec_from_config(corpus, options)
     opts = data.data_options_from_config(smk.params.data)
     shards = data.shard_names(opts.num_shards)
     reduced = {}
@@ -24,11 +26,7 @@ with guard(smk.rule):
         Path(smk.output.manifest).parent,
         opts,
         report_csv=smk.output.report,
-        # a held-out corpus is scored on all of it: either split may be empty (read from the
-        # config, not a param: the data are the same whichever role the corpus has)
-        require_splits=()
-        if corpus in smk.config["eval"].get("heldout_corpora", [])
-        else data.SPLITS,
+        require_splits=() if heldout else data.SPLITS,
     )
     tags = tracking.job_tags(smk.rule, dict(smk.wildcards), smk.resources.attempt, smk.config)
     with tracking.child_run(smk.params.parent, f"prepare_corpus/{corpus}", tags) as run:
