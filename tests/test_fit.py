@@ -1,5 +1,6 @@
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -225,6 +226,11 @@ def test_kaplan_x_c_out_of_float_range_is_none():
     law = PowerLawFit("N").fit(x, 0.5 * x**-0.0005)  # ln X_c = ln 0.5 / 5e-4 = -1386
     assert law.to_dict()["x_c"] is None and law.to_dict()["alpha"] == pytest.approx(5e-4)
     assert PowerLawFit("N").fit(x, 5.0 * x**-0.1).to_dict()["x_c"] == pytest.approx(5**10)
+    wide = np.array([1e-300, 1e-100, 1e100, 1e300])  # 600 decades: max / min overflows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        law = PowerLawFit("N").fit(wide, 3 * wide**-0.001)
+    assert law.b == pytest.approx(-0.001) and law.warnings == []
 
 
 def test_an_axis_too_narrow_for_a_power_law_is_named():

@@ -126,7 +126,7 @@ class PowerLawFit:
             self.warnings.append(
                 f"only {self.n} points: no degrees of freedom left for confidence intervals"
             )
-        span = math.log10(x_arr.max() / x_arr.min())
+        span = math.log10(x_arr.max()) - math.log10(x_arr.min())  # no overflow of max/min
         if span < 1.0:
             self.warnings.append(f"points span only {span:.2f} decades of {self.x_name}")
         if self.b >= 0:
@@ -347,7 +347,7 @@ def drop_highest_loss(points: list[dict], k: int, source: str = "points") -> lis
 
 
 def _span_warning(name: str, values: np.ndarray) -> list[str]:
-    span = math.log10(values.max() / values.min())
+    span = math.log10(values.max()) - math.log10(values.min())
     return [f"{name}: points span only {span:.2f} decades"] if span < 1.0 else []
 
 
