@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import yaml
 
-from lmscaling.argtypes import positive_int
+from lmscaling.argtypes import add_step_timing_options
 from lmscaling.config import model_grid
 from lmscaling.evaluate import evaluate
 from lmscaling.model import GPT, GPTConfig, count_parameters
@@ -70,15 +70,7 @@ def eval_rate(model: GPT, tokens: np.ndarray, opts: dict, device: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--steps",
-        type=positive_int,
-        default=10,
-        help="timed steps per run (a multiple of --warmup)",
-    )
-    parser.add_argument("--warmup", type=positive_int, default=5, help="untimed steps before them")
-    parser.add_argument("--rounds", type=positive_int, default=5, help="alternating runs per side")
-    parser.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
+    add_step_timing_options(parser, steps=10, warmup=5, rounds=5, threads=2)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
     parser.add_argument(
         "--config", default=str(REPO / "config" / "config.yaml"), help="workflow config"

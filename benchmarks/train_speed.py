@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmscaling.argtypes import positive_int
+from lmscaling.argtypes import add_step_timing_options
 from lmscaling.model import GPTConfig, count_parameters, model_id
 from lmscaling.train import TrainConfig, keep_freed_memory_in_heap, train
 
@@ -134,17 +134,7 @@ def kernel_share(run: Callable[..., object], *args: object) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--steps",
-        type=positive_int,
-        default=40,
-        help="timed steps per run (a multiple of --warmup)",
-    )
-    parser.add_argument("--warmup", type=positive_int, default=10, help="untimed steps before them")
-    parser.add_argument("--rounds", type=positive_int, default=3, help="alternating runs per side")
-    parser.add_argument(
-        "--threads", type=positive_int, default=1, help="torch CPU threads (workflow: 1)"
-    )
+    add_step_timing_options(parser, steps=40, warmup=10, rounds=3, threads=1)  # workflow: 1
     parser.add_argument(
         "--clock",
         choices=sorted(CLOCKS),

@@ -46,3 +46,24 @@ def level(text: str) -> float:
     if value >= 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be a level in (0, 1), e.g. 0.95")
     return value
+
+
+def add_step_timing_options(
+    parser: argparse.ArgumentParser, steps: int, warmup: int, rounds: int, threads: int
+) -> None:
+    """The options of the benchmarks that time steps of two sides in alternating runs:
+    ``--steps`` (timed), ``--warmup`` (untimed first steps), ``--rounds`` (runs per side) and
+    ``--threads`` (torch CPU threads), with these defaults."""
+    parser.add_argument(
+        "--steps",
+        type=positive_int,
+        default=steps,
+        help="timed steps per run (a multiple of --warmup)",
+    )
+    parser.add_argument(
+        "--warmup", type=positive_int, default=warmup, help="untimed steps before them"
+    )
+    parser.add_argument(
+        "--rounds", type=positive_int, default=rounds, help="alternating runs per side"
+    )
+    parser.add_argument("--threads", type=positive_int, default=threads, help="torch CPU threads")

@@ -126,7 +126,7 @@ class PowerLawFit:
             self.warnings.append(
                 f"only {self.n} points: no degrees of freedom left for confidence intervals"
             )
-        span = math.log10(x_arr.max()) - math.log10(x_arr.min())  # no overflow of max/min
+        span = _decades(x_arr)
         if span < 1.0:
             self.warnings.append(f"points span only {span:.2f} decades of {self.x_name}")
         if self.b >= 0:
@@ -346,8 +346,13 @@ def drop_highest_loss(points: list[dict], k: int, source: str = "points") -> lis
     return out
 
 
+def _decades(values: np.ndarray) -> float:
+    """Decades spanned by positive ``values``: log10(max) - log10(min) (max/min can overflow)."""
+    return math.log10(values.max()) - math.log10(values.min())
+
+
 def _span_warning(name: str, values: np.ndarray) -> list[str]:
-    span = math.log10(values.max()) - math.log10(values.min())
+    span = _decades(values)
     return [f"{name}: points span only {span:.2f} decades"] if span < 1.0 else []
 
 
