@@ -352,7 +352,7 @@ def test_fraction_checkpoints_and_in_process_resume(tmp_path):
     assert info["N_total"] == summary_full["N_total"]
     pairs = zip(half.parameters(), model_full.parameters(), strict=True)
     assert any(not torch.equal(a, b) for a, b in pairs)  # a mid-training state
-    last = load_resume(full_dir / "resume.pt", torch.device("cpu"))
+    last = load_resume(full_dir / "resume.pt")
     assert last["step"] == 18  # the last multiple of resume_every before the end
 
     # Crash at step 16 (an exception from the callback) after the resume file of step 12.
@@ -362,7 +362,7 @@ def test_fraction_checkpoints_and_in_process_resume(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train(MODEL, cfg, tokens, on_log=crash, state_dir=part_dir)
-    assert load_resume(part_dir / "resume.pt", torch.device("cpu"))["step"] == 12
+    assert load_resume(part_dir / "resume.pt")["step"] == 12
     model_res, summary_res, metrics_res = train(MODEL, cfg, tokens, state_dir=part_dir)
     assert summary_res["resumed_from_step"] == 12
     assert [r["loss"] for r in metrics_res] == [r["loss"] for r in metrics_full]
@@ -375,7 +375,7 @@ def test_stale_resume_file_is_ignored(tmp_path, caplog):
     tokens = np.random.default_rng(3).integers(0, VOCAB, 3000).astype(np.uint16)
     cfg = TrainConfig(tokens=8 * 4 * 32, batch_size=4, log_every=4, device="cpu", resume_every=4)
     train(MODEL, cfg, tokens, state_dir=tmp_path)
-    assert load_resume(tmp_path / "resume.pt", torch.device("cpu"))["step"] == 4
+    assert load_resume(tmp_path / "resume.pt")["step"] == 4
     other = TrainConfig(**{**cfg.__dict__, "lr": 1e-3})
     with caplog.at_level(logging.WARNING, logger="lmscaling.train"):
         _, summary, _ = train(MODEL, other, tokens, state_dir=tmp_path)

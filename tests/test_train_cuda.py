@@ -1,4 +1,5 @@
-"""The CUDA path of lmscaling.train: bf16 autocast, TF32, fused AdamW, MFU, peak memory.
+"""The CUDA path of lmscaling.train (bf16 autocast, TF32, fused AdamW, MFU, peak memory, resume)
+and of lmscaling.evaluate.
 
 Runs wherever CUDA exists; skipped elsewhere.
 """
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from lmscaling.evaluate import evaluate
 from lmscaling.model import GPTConfig
 from lmscaling.train import TrainConfig, device_peak_flops, train
 
@@ -70,3 +72,17 @@ def test_cuda_compile_or_fallback():
     cfg = TrainConfig(tokens=6 * 8 * 32, batch_size=8, log_every=3, device="cuda", compile=True)
     _, summary, metrics = train(MODEL, cfg, repetitive_stream())
     assert isinstance(summary["compiled"], bool) and math.isfinite(metrics[-1]["loss"])
+
+
+def test_cuda_evaluation_matches_cpu():
+    cfg = TrainConfig(tokens=60 * 16 * 32, batch_size=16, lr=1e-2, log_every=20, device="cuda")
+    stream = repetitive_stream()
+    model, _, _ = train(MODEL, cfg, stream)
+    held_out = repetitive_stream(n=3000)
+    on_cpu = evaluate(model, held_out, n_bytes=9000, eot_id=0, batch_size=8, device="cpu")
+    on_gpu = evaluate(model, held_out, n_bytes=9000, eot_id=0, batch_size=8, device="cuda")
+    assert on_cpu["loss"] < 0.5 * math.log(64)  # a trained model, not uniform logits
+    assert on_gpu["tokens"] == on_cpu["tokens"] == 3000
+    # float32 logits on both devices (TF32 matmuls on the GPU if training enabled them)
+    assert on_gpu["loss"] == pytest.approx(on_cpu["loss"], rel=2e-3, abs=1e-4)
+    assert on_gpu["bpb"] == pytest.approx(on_cpu["bpb"], rel=2e-3, abs=1e-4)

@@ -525,14 +525,18 @@ def _set_rng_states(states: dict) -> None:
     random.setstate(states["python"])
 
 
-def load_resume(path: str | os.PathLike[str], map_location: torch.device) -> dict:
+def load_resume(path: str | os.PathLike[str]) -> dict:
     """Read a resume file written by :func:`train` (``torch.load(weights_only=True)``).
+
+    Every tensor is loaded on the CPU, whatever device wrote it: the RNG states must be CPU
+    ByteTensors (``torch.set_rng_state`` and ``torch.cuda.set_rng_state_all`` refuse others), and
+    ``load_state_dict`` copies the model and optimizer states to their parameters' device.
 
     Raises:
         ResumeError: naming ``path`` when it is unreadable or of another format version.
     """
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a torn or foreign file: the caller starts afresh
         raise ResumeError(f"{path}: cannot read resume state: {exc}") from exc
     if not isinstance(state, dict) or state.get("version") != RESUME_VERSION:
@@ -679,7 +683,7 @@ def train(
     resume_path = Path(state_dir) / RESUME_FILE if state_dir is not None else None
     if resume_path is not None and resume_path.exists():
         try:
-            state = load_resume(resume_path, device)
+            state = load_resume(resume_path)
             if state["fingerprint"] != fingerprint:
                 raise ResumeError(f"{resume_path}: written for other settings")
         except ResumeError as exc:
