@@ -302,6 +302,17 @@ IMPOSSIBLE = {
         _set("train.micro_batch_size", 5),
         "train.micro_batch_size: 5 does not divide the batch size 16 of model L1-D16",
     ),
+    # DDP: each of train.gpus ranks runs micro-batches of the batch (caught before any job,
+    # not when the training job starts)
+    "micro-batch-times-gpus-not-dividing": (
+        lambda c: c["train"].update(device="auto", gpus=4, micro_batch_size=8),
+        "train.micro_batch_size: 8 x train.gpus 4 does not divide the batch size 16 of model "
+        "L1-D16",
+    ),
+    "gpus-not-dividing": (
+        lambda c: c["train"].update(device="cuda", gpus=3),
+        "train.gpus: 3 does not divide the batch size 16 of model L1-D16",
+    ),
     "checkpoint-names-collide": (
         _set("train.checkpoint_fractions", [0.5, 0.50000001]),
         "train.checkpoint_fractions: must be numbers in (0, 1) with distinct checkpoint names",

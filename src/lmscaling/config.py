@@ -251,6 +251,8 @@ def check_config(config: dict) -> None:
     for key in ("lr", "batch_size"):
         _check_scale_rule(train.get(key), f"train.{key}")
     micro = train.get("micro_batch_size") or 0
+    # DDP ranks per model: each rank runs batch / gpus sequences per step (lmscaling.train)
+    gpus = 1 if train.get("device") == "cpu" else max(1, train.get("gpus") or 1)
     mlp_ratio = config["models"].get("mlp_ratio", 4)
     for shape in shapes:
         n = shape.n_params(mlp_ratio)
@@ -258,11 +260,14 @@ def check_config(config: dict) -> None:
             batch = train_settings(train, n, shape.compute)["batch_size"]
         except ConfigError as err:
             raise ConfigError(f"{err} (model {shape.id})") from None
-        if micro and batch % micro:
-            raise ConfigError(
-                f"train.micro_batch_size: {micro} does not divide the batch size {batch} of "
-                f"model {shape.id}"
-            )
+        if batch % (max(micro, 1) * gpus):
+            if micro:
+                what = f"train.micro_batch_size: {micro}" + (
+                    f" x train.gpus {gpus}" if gpus > 1 else ""
+                )
+            else:
+                what = f"train.gpus: {gpus}"
+            raise ConfigError(f"{what} does not divide the batch size {batch} of model {shape.id}")
         # Training runs whole optimizer steps: a budget under one step would be silently
         # raised to a step, and C with it.
         d, step = token_budget(train, n, shape.compute), batch * config["models"]["context_length"]
