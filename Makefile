@@ -26,6 +26,7 @@ $(VENV)/.installed: pyproject.toml envs/constraints.txt
 
 demo: venv
 	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/lmscaling show results/fit/scaling_law.json
 	@echo "Fit: results/fit/scaling_law.json  plot: results/fit/scaling_law.png"
 	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db"
 

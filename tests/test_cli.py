@@ -66,6 +66,22 @@ def test_fit_writes_json_and_figures(fitted):
     assert "Chinchilla: E =" in proc.stdout
 
 
+def test_show_prints_the_fit_summary_of_a_saved_fit(fitted):
+    tmp, proc = fitted
+    path = tmp / "out/scaling_law.json"
+    shown = run("show", str(path))
+    assert shown.returncode == 0, shown.stderr
+    # the same summary as `fit` printed, without its "wrote ..." line
+    assert proc.stdout.startswith(shown.stdout) and shown.stdout.startswith("all points: 15 points")
+    group = json.loads(path.read_text())["groups"][0]
+    b_lo, b_hi = group["fits"]["N"]["b_ci"]
+    assert f"b [{b_lo:.4g}, {b_hi:.4g}]" in shown.stdout
+    as_json = json.loads(run("show", str(path), "--json").stdout)
+    assert as_json["groups"] == [group]
+    missing = run("show", str(path), "--tokenizer", "bpe-9")
+    assert missing.returncode == 1 and "groups are ['all points']" in missing.stderr
+
+
 def test_predict_and_plan_read_the_saved_fit(fitted):
     tmp, _ = fitted
     path = tmp / "out/scaling_law.json"
@@ -92,6 +108,9 @@ def test_predict_and_plan_read_the_saved_fit(fitted):
         assert p["N_opt_ci"][0] <= p["N_opt"] <= p["N_opt_ci"][1]
         assert float(law.allocation(p["C"])["N_opt"]) == pytest.approx(p["N_opt"])
     assert {p["method"] for p in plans} == {"chinchilla", "isoflop"}
+    for p in (p for p in plans if p["method"] == "isoflop"):
+        for name in ("N_opt", "D_opt", "tokens_per_parameter"):
+            assert p[f"{name}_ci"][0] < p[name] < p[f"{name}_ci"][1]
     text = run("plan", str(path), "--budget", "1e21")
     assert text.returncode == 0 and "N_opt =" in text.stdout
     # a table without tokenizer / eval_set columns: its one group is "all points" everywhere

@@ -44,6 +44,30 @@ def test_exponent_recovered_and_bootstrap_interval():
     assert back.predict(1e21)[0] == pytest.approx(n_opt)
 
 
+def test_allocation_intervals_from_joint_bootstrap_samples():
+    n, c, loss = isoflop_grid(jitter=0.2, seed=3)
+    fit = IsoFLOPFit().fit(n, c, loss).bootstrap(200, seed=1)
+    assert fit.samples.shape == (200 - fit.n_resamples_failed, 2)
+    a_s, ln_k = fit.samples.T
+    assert fit.a_boot_ci == pytest.approx(tuple(np.percentile(a_s, [2.5, 97.5])))
+    assert fit.k_N_boot_ci == pytest.approx(tuple(np.exp(np.percentile(ln_k, [2.5, 97.5]))))
+    budgets = np.array([1e17, 1e21, 1e24])
+    bands = IsoFLOPFit.from_dict(fit.to_dict()).allocation_intervals(budgets)  # via JSON
+    n_opt, d_opt = fit.predict(budgets)
+    for i, cb in enumerate(budgets):
+        n_s = np.exp(ln_k + a_s * np.log(cb))
+        assert bands["N_opt"][:, i] == pytest.approx(np.percentile(n_s, [2.5, 97.5]))
+        assert bands["N_opt"][0, i] < n_opt[i] < bands["N_opt"][1, i]
+        assert bands["D_opt"][0, i] < d_opt[i] < bands["D_opt"][1, i]
+        ratio = bands["tokens_per_parameter"][:, i]
+        assert ratio[0] < d_opt[i] / n_opt[i] < ratio[1]
+    # extrapolating three decades past the largest budget widens the interval
+    width = bands["N_opt"][1] / bands["N_opt"][0]
+    assert width[2] > width[1] > 1
+    with pytest.raises(IsoFLOPError, match="no bootstrap samples"):
+        IsoFLOPFit().fit(n, c, loss).allocation_intervals(1e21)
+
+
 def test_unusable_budgets_are_reported_and_too_few_raise():
     n, c, loss = isoflop_grid(budgets=(1e17, 1e18))
     # a third budget with two sizes only

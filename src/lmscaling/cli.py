@@ -1,6 +1,7 @@
 """Command line: fit a points table, predict loss from a saved fit, plan a compute budget.
 
     lmscaling fit TABLE.csv|TABLE.parquet [-o DIR]      every fit, JSON + figures in DIR
+    lmscaling show FIT.json                             the summary `fit` prints
     lmscaling predict FIT.json --N 1e9 --D 2e10         loss at (N, D) with intervals
     lmscaling plan FIT.json --budget 1e21 [1e22 ...]    compute-optimal N and D per budget
 
@@ -39,10 +40,9 @@ def _columns(pairs: list[str]) -> dict[str, str]:
 
 
 def _label(group: dict) -> str:
-    """A group's name for output: "bpe-2048 stdlib/val", or "all points" for a table without
-    tokenizer / eval_set columns (their value is then "-")."""
-    name = " ".join(v for v in (group["tokenizer"], group["eval_set"]) if v != "-")
-    return name or "all points"
+    from lmscaling.fit import group_label
+
+    return group_label(group)
 
 
 def _groups(result: dict, args: argparse.Namespace) -> list[dict]:
@@ -133,23 +133,41 @@ def cmd_fit(args: argparse.Namespace) -> int:
         ):
             plot(result, out / f"{name}.png", out / f"{name}.svg")
             written += [out / f"{name}.png", out / f"{name}.svg"]
-    for g in result["groups"]:
+    _print_summary(result["groups"])
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """``lmscaling show``: the summary ``lmscaling fit`` prints, from a saved fit."""
+    groups = _groups(_read_fit(args.fit), args)
+    if args.json:
+        print(_json({"groups": groups}))
+    else:
+        _print_summary(groups)
+    return 0
+
+
+def _print_summary(groups: list[dict]) -> None:
+    """Per group: its points, each power law with the exponent's interval, the Chinchilla
+    parameters with theirs, the extrapolation check and the warnings."""
+    for g in groups:
         print(f"{_label(g)}: {g['n_points']} points")
         for axis, law in g["fits"].items():
             print(f"  L({axis}) = {_fmt(law['a'])} * {axis}^{_fmt(law['b'])}  b {_ci(law['b_ci'])}")
         chin = g.get("chinchilla", {})
         if "params" in chin:
             p, iv = chin["params"], chin["intervals"]
+            # the formula's order (a saved JSON has its keys sorted)
+            names = [k for k in ("E", "A", "B", "alpha", "beta") if k in p]
+            names += sorted(k for k in p if k not in names)
             print(
-                "  Chinchilla: "
-                + ", ".join(f"{k} = {_fmt(v)} {_ci(iv.get(k))}" for k, v in p.items())
+                "  Chinchilla: " + ", ".join(f"{k} = {_fmt(p[k])} {_ci(iv.get(k))}" for k in names)
             )
         for rec in g["extrapolation"]:
             print(f"  extrapolation {rec['fit']}: |rel. error| {_fmt(rec['mean_abs_rel_error'])}")
         for w in g["warnings"]:
             print(f"  warning: {w}")
-    print("wrote " + ", ".join(str(p) for p in written))
-    return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -234,17 +252,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if "a" in iso:
             fit = IsoFLOPFit.from_dict(iso)
             n_opt, d_opt = fit.predict(budgets)
+            point = {"N_opt": n_opt, "D_opt": d_opt, "tokens_per_parameter": d_opt / n_opt}
+            has_samples = fit.samples is not None and len(fit.samples) > 0
+            bands = fit.allocation_intervals(budgets) if has_samples else {}
             for i, c in enumerate(budgets):
-                rows.append(
-                    {
-                        **key,
-                        "method": "isoflop",
-                        "C": float(c),
-                        "N_opt": float(n_opt[i]),
-                        "D_opt": float(d_opt[i]),
-                        "tokens_per_parameter": float(d_opt[i] / n_opt[i]),
-                    }
-                )
+                row = {**key, "method": "isoflop", "C": float(c)}
+                for name, v in point.items():
+                    row[name] = float(v[i])
+                    if name in bands:
+                        row[f"{name}_ci"] = [float(bands[name][0, i]), float(bands[name][1, i])]
+                rows.append(row)
     if not rows:
         raise FitError("no compute-optimal analysis in this fit: " + "; ".join(reasons))
     if args.json:
@@ -283,7 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=count, default=1000, help="bootstrap resamples (0 = none)")
     p.add_argument("--holdout", type=count, default=1, help="largest scales held out (0 = none)")
     p.add_argument("--budget", type=positive_float, nargs="+", help="FLOP budgets to plan for")
-    p.add_argument("--seed", type=count, default=0, help="bootstrap seed")
+    p.add_argument(
+        "--seed",
+        type=count,
+        default=0,
+        help="bootstrap seed (default 0; the workflow uses the config's seed)",
+    )
     p.add_argument(
         "--drop-highest-loss",
         type=count,
@@ -295,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fit)
 
     for name, helptext, func in (
+        ("show", "the summary of a saved fit (laws, intervals, warnings)", cmd_show),
         ("predict", "loss at given N and D from a saved fit", cmd_predict),
         ("plan", "compute-optimal N and D for FLOP budgets from a saved fit", cmd_plan),
     ):
@@ -305,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--N", type=positive_float, required=True, help="non-embedding parameters"
             )
             p.add_argument("--D", type=positive_float, help="training tokens")
-        else:
+        elif name == "plan":
             p.add_argument("--budget", type=positive_float, nargs="+", required=True, help="FLOP")
         p.add_argument("--tokenizer", help="only this tokenizer's group")
         p.add_argument("--eval-set", help="only this evaluation set's group")

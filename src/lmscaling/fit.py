@@ -36,6 +36,13 @@ AXES = {
 }
 
 
+def group_label(group: dict) -> str:
+    """A fit group's name in printed output and plots: "bpe-2048 stdlib/val", or "all points"
+    for a table without tokenizer / eval_set columns (their value in the JSON is then "-")."""
+    name = " ".join(v for v in (group["tokenizer"], group["eval_set"]) if v != "-")
+    return name or "all points"
+
+
 class FitError(ValueError):
     """The points cannot be fitted (too few, non-positive or non-finite values)."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmscaling.fit import AXES
+from lmscaling.fit import AXES, group_label
 from lmscaling.io import atomic_path
 
 
@@ -47,10 +47,6 @@ def _message_figure(text: str, png_path: str | Path, svg_path: str | Path) -> No
 def _group_rows(result: dict, group: dict) -> list[dict]:
     key = (group["tokenizer"], group["eval_set"])
     return [p for p in result["points"] if (p["tokenizer"], p["eval_set"]) == key]
-
-
-def _label(group: dict) -> str:
-    return f"{group['tokenizer']} / {group['eval_set']}"
 
 
 def _fewer_minor_labels(ax) -> None:
@@ -122,7 +118,7 @@ def plot_main(result: dict, png_path: str | Path, svg_path: str | Path) -> None:
             rows = _group_rows(result, group)
             x = np.array([float(p[axis]) for p in rows])
             y = np.array([float(p["loss"]) for p in rows])
-            ax.scatter(x, y, color=color, zorder=3, s=18, label=_label(group))
+            ax.scatter(x, y, color=color, zorder=3, s=18, label=group_label(group))
             lo_x, hi_x = x.min() / 1.5, x.max() * 3
             law = PowerLawFit.from_dict(entry)
             grid = np.geomspace(lo_x, hi_x, 120)
@@ -217,12 +213,14 @@ def plot_residuals(result: dict, png_path: str | Path, svg_path: str | Path) -> 
             if panel == "chinchilla":
                 chin = group.get("chinchilla")
                 if _fitted(chin):
-                    ax.scatter(x, chin["residuals"], color=color, s=14, label=_label(group))
+                    ax.scatter(x, chin["residuals"], color=color, s=14, label=group_label(group))
                 continue
             entry = group["fits"].get(panel)
             if entry is None:
                 continue
-            ax.scatter(x, entry["residuals"], color=color, s=16, label=f"{_label(group)}: a·X^b")
+            ax.scatter(
+                x, entry["residuals"], color=color, s=16, label=f"{group_label(group)}: a·X^b"
+            )
             sat = group.get("saturating", {}).get(panel)
             if _fitted(sat):
                 ax.scatter(x, sat["residuals"], color=color, marker="^", s=16, label="E + A·X^-α")
@@ -292,7 +290,7 @@ def plot_isoflop(result: dict, png_path: str | Path, svg_path: str | Path) -> No
         else:
             ax_l.text(0.5, 0.5, iso.get("skipped", ""), ha="center", va="center", fontsize=8)
             ax_l.set_axis_off()
-        ax_l.set_title(f"IsoFLOP curves, {_label(group)}")
+        ax_l.set_title(f"IsoFLOP curves, {group_label(group)}")
         if _fitted(chin):
             law = ChinchillaFit.from_dict(chin)
             cg = np.geomspace(c_all.min(), c_all.max() * 100, 80)

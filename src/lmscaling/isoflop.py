@@ -54,7 +54,8 @@ class IsoFLOPFit:
     After :meth:`fit`: ``budgets`` (one dict per budget: ``C``, ``N``, ``loss``, parabola
     ``coef`` [c₂, c₁, c₀] in ln N, ``N_opt``, ``D_opt``, ``L_opt``, ``used``, ``warning``),
     ``a``, ``k_N`` and their intervals (``a_ci``, from OLS t intervals; needs 3 used budgets),
-    ``b`` = 1 − a, ``n_used``, ``warnings``.
+    ``b`` = 1 − a, ``n_used``, ``warnings``. After :meth:`bootstrap`: ``samples`` (B, 2), the
+    refitted ``(a, ln k_N)`` of each successful resample, and their percentile intervals.
     """
 
     confidence: float = 0.95
@@ -69,6 +70,7 @@ class IsoFLOPFit:
     k_N_boot_ci: tuple[float, float] = (math.nan, math.nan)
     n_resamples: int = 0
     n_resamples_failed: int = 0
+    samples: np.ndarray | None = field(default=None, repr=False)
     _data: tuple | None = field(default=None, repr=False)
 
     @staticmethod
@@ -132,14 +134,15 @@ class IsoFLOPFit:
 
         Points are resampled with replacement within each budget (each budget keeps its size);
         a resample whose analysis fails (fewer than 2 usable budgets) is counted in
-        ``n_resamples_failed``. Sets ``a_boot_ci`` and ``k_N_boot_ci``; returns ``self``.
+        ``n_resamples_failed``. Sets ``samples`` (B, 2) = ``(a, ln k_N)`` per successful
+        resample, ``a_boot_ci`` and ``k_N_boot_ci``; returns ``self``.
         """
         if self._data is None:
             raise IsoFLOPError("IsoFLOP: call fit() first")
         n_arr, c_arr, y, labels = self._data
         rng = np.random.default_rng(seed)
         groups = [np.flatnonzero(labels == b) for b in np.unique(labels)]
-        a_s, k_s = [], []
+        pairs = []
         failed = 0
         for _ in range(n_resamples):
             idx = np.concatenate([rng.choice(g, size=g.size) for g in groups])
@@ -153,14 +156,47 @@ class IsoFLOPFit:
             a, ln_k = np.polyfit(
                 np.log([r["C"] for r in used]), np.log([r["N_opt"] for r in used]), 1
             )
-            a_s.append(a)
-            k_s.append(math.exp(ln_k))
-        q = [50 * (1 - self.confidence), 50 * (1 + self.confidence)]
+            pairs.append((a, ln_k))
         self.n_resamples, self.n_resamples_failed = n_resamples, failed
-        if a_s:
-            self.a_boot_ci = tuple(float(v) for v in np.percentile(a_s, q))
-            self.k_N_boot_ci = tuple(float(v) for v in np.percentile(k_s, q))
+        self.samples = np.array(pairs, dtype=float).reshape(-1, 2)
+        if pairs:
+            q = self._quantiles()
+            self.a_boot_ci = tuple(float(v) for v in np.percentile(self.samples[:, 0], q))
+            self.k_N_boot_ci = tuple(float(v) for v in np.exp(np.percentile(self.samples[:, 1], q)))
         return self
+
+    def _quantiles(self) -> list[float]:
+        return [50 * (1 - self.confidence), 50 * (1 + self.confidence)]
+
+    def allocation_intervals(self, c) -> dict[str, np.ndarray]:
+        """Bootstrap percentile intervals of the allocation at FLOP ``c`` (shape (m,)).
+
+        Each resample's ``(a, k_N)`` gives ``N_opt = k_N C^a``, ``D_opt = C / (6 N_opt)`` and
+        ``D_opt / N_opt``; the intervals are their percentiles at ``confidence`` (jointly
+        resampled exponent and coefficient, not the product of marginal intervals).
+
+        Returns:
+            ``{"N_opt", "D_opt", "tokens_per_parameter"}``, each (2, m): lower and upper bounds.
+
+        Raises:
+            IsoFLOPError: when there are no bootstrap samples (``bootstrap`` not run, or every
+                resample failed).
+        """
+        if self.samples is None or len(self.samples) == 0:
+            raise IsoFLOPError("IsoFLOP: no bootstrap samples to give intervals")
+        c_arr = np.atleast_1d(np.asarray(c, dtype=float))
+        a, ln_k = self.samples[:, :1], self.samples[:, 1:]  # (B, 1)
+        n_opt = np.exp(ln_k + a * np.log(c_arr))  # (B, m)
+        d_opt = c_arr / (6 * n_opt)
+        q = self._quantiles()
+        return {
+            name: np.percentile(v, q, axis=0)
+            for name, v in (
+                ("N_opt", n_opt),
+                ("D_opt", d_opt),
+                ("tokens_per_parameter", d_opt / n_opt),
+            )
+        }
 
     @staticmethod
     def _parabola(c: float, n: np.ndarray, y: np.ndarray) -> dict:
@@ -232,6 +268,8 @@ class IsoFLOPFit:
                 "a_ci": list(self.a_boot_ci),
                 "b_ci": [1 - self.a_boot_ci[1], 1 - self.a_boot_ci[0]],
                 "k_N_ci": list(self.k_N_boot_ci),
+                # (a, ln k_N) of each successful resample: intervals of any derived quantity
+                "samples": None if self.samples is None else self.samples.tolist(),
             },
             "n_budgets_used": self.n_used,
             "budgets": self.budgets,
@@ -245,4 +283,7 @@ class IsoFLOPFit:
         fit.a, fit.k_N = d["a"], d["k_N"]
         fit.a_ci = tuple(math.nan if v is None else v for v in d.get("a_ci", [None, None]))
         fit.budgets = d.get("budgets", [])
+        samples = (d.get("bootstrap") or {}).get("samples")
+        if samples:
+            fit.samples = np.array(samples, dtype=float).reshape(-1, 2)
         return fit
