@@ -14,6 +14,7 @@ from lmscaling.config import (
     checkpoint_warnings,
     fit_plan_warnings,
     model_grid,
+    rounding_warnings,
     sorted_keys,
     token_budget,
     training_flop,
@@ -161,10 +162,31 @@ def test_checkpoint_fractions_that_collapse_are_warned_about():
     assert warning == (
         "train.checkpoint_fractions: model L1-D32 trains only 4 optimizer steps: frac-0.1 "
         "falls on the step of the next fraction; frac-0.9 on the last step (the final model); "
-        "these checkpoints repeat a point (5 model(s) so)"
+        "frac-0.2 after step 1, at 0.25 of D; these checkpoints repeat a point or miss their "
+        "fraction (5 model(s) so)"
     )
     config["train"]["checkpoint_fractions"] = [0.25, 0.5]
     assert checkpoint_warnings(config) == []
+    # frac-0.01 of 4 steps: after step 1, at a quarter of D
+    config["train"]["checkpoint_fractions"] = [0.01, 0.5]
+    (warning,) = checkpoint_warnings(config)
+    assert "frac-0.01 after step 1, at 0.25 of D" in warning and "frac-0.5" not in warning
+
+
+def test_budgets_overshot_by_step_rounding_are_warned_about():
+    config = load()
+    validate(config, SCHEMA)
+    assert rounding_warnings(config) == []  # 489 steps: 0.15% above 2M tokens
+    # D = N / 2: L1-D32 needs 1.51 steps of 32 x 128 tokens (takes 2), L2-D32 3.02 (takes 4)
+    config["train"].update(tokens=None, tokens_per_parameter=0.5)
+    (warning,) = rounding_warnings(config)
+    assert warning.startswith(
+        "train.tokens_per_parameter: 2 model(s) train on more than 10% above their token "
+        "budget, rounded up to whole optimizer steps of 4096 tokens"
+    )
+    assert "worst: L2-D32, D = 16384 for a budget of 12368 (1.32x" in warning
+    config["train"]["tokens_per_parameter"] = 20  # 61+ steps each: within 10%
+    assert rounding_warnings(config) == []
 
 
 def test_sorted_keys_sorts_every_mapping_and_keeps_lists():

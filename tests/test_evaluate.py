@@ -333,9 +333,9 @@ def _write_set(path: Path, tokens: np.ndarray, n_bytes: int, docs: int) -> Path:
     return path
 
 
-def _save(path: Path, model: GPT, D: int, fraction: float | None = None) -> Path:
+def _save(path: Path, model: GPT, D: int, fraction: float | None = None, **extra) -> Path:
     counts = model.param_counts()
-    summary = {**counts, "D": D, "C": 6.0 * counts["N"] * D, "step": D // 64}
+    summary = {**counts, "D": D, "C": 6.0 * counts["N"] * D, "step": D // 64, **extra}
     if fraction is not None:
         summary["fraction"] = fraction
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -415,6 +415,28 @@ def test_evaluate_points_every_checkpoint_on_every_set(model_dir, tmp_path):
     )
     assert table.filter(pl.col("final")).height == 4
     assert table["loss"].to_list()[2] == pytest.approx(points[0]["loss"])
+
+
+def test_points_carry_the_models_isoflop_budget(model_dir, tmp_path):
+    _, sets, models = model_dir
+    # the final summary holds the budget; a fraction checkpoint's does not
+    ckpts = {
+        "frac-0.5": _save(tmp_path / "c/frac-0.5.pt", models["frac-0.5"], 3200, 0.5),
+        "final": _save(tmp_path / "c/model.pt", models["final"], 6400, compute_budget=3.0e9),
+    }
+    result = evaluate_points("tok", "L2-D32-C3e9", ckpts, sets, device="cpu")
+    assert [p["budget"] for p in result["points"]] == [3.0e9] * 4
+    assert result["points"][-1]["C"] != 3.0e9  # C = 6ND of the steps run, not the label
+    # an evaluation written before the column existed reads as a null budget
+    old = {
+        **result,
+        "points": [{k: v for k, v in p.items() if k != "budget"} for p in result["points"]],
+    }
+    write_json(tmp_path / "old.json", old)
+    write_json(tmp_path / "new.json", result)
+    table = points_table([tmp_path / "old.json", tmp_path / "new.json"])
+    assert table.schema["budget"] == pl.Float64
+    assert sorted(table["budget"].to_list(), key=str) == [3.0e9] * 4 + [None] * 4
 
 
 def test_evaluate_points_errors(model_dir, tmp_path):

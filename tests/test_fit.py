@@ -81,7 +81,7 @@ def test_fit_scaling_laws_groups_and_skips_constant_axis(tmp_path):
     plot_scaling_laws(result, tmp_path / "f.png", tmp_path / "f.svg")
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in (tmp_path / "f.svg").read_text()
-    with pytest.raises(FitError, match="lacks column"):
+    with pytest.raises(FitError, match="has no value in column"):
         fit_scaling_laws([{"tokenizer": "t", "eval_set": "v", "loss": 1.0}])
     with pytest.raises(FitError, match="no evaluation points"):
         fit_scaling_laws([])
@@ -251,9 +251,16 @@ def test_an_axis_too_narrow_for_a_power_law_is_named():
 def test_select_points_errors():
     from lmscaling.fit import select_points
 
-    with pytest.raises(FitError, match="points.csv: evaluation point 0 lacks"):
+    # an IsoFLOP budget label, where given, is a positive number like C
+    bad = [dict(p, budget="C1" if i == 1 else 1e15) for i, p in enumerate(_points())]
+    with pytest.raises(FitError, match=r"points: row 2 has budget = 'C1'"):
+        select_points(bad, "points")
+    assert len(select_points([dict(p, budget=None) for p in _points()])) == len(_points())
+
+    missing = r"points.csv: row 1 has no value in column\(s\) \['N', 'D', 'C'\]"
+    with pytest.raises(FitError, match=missing):
         select_points([{"tokenizer": "t", "eval_set": "v", "loss": 1.0}], "points.csv")
-    with pytest.raises(FitError, match=r"points: evaluation point 2 has loss = nan"):
+    with pytest.raises(FitError, match=r"points: row 3 has loss = nan"):
         select_points(
             [dict(p, loss=math.nan if i == 2 else p["loss"]) for i, p in enumerate(_points())]
         )

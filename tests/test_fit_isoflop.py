@@ -87,3 +87,27 @@ def test_unusable_budgets_are_reported_and_too_few_raise():
     assert fit.n_used == 3
     with pytest.raises(IsoFLOPError, match="usable"):
         IsoFLOPFit().fit(n2[far], c2[far], loss2[far])
+
+
+def test_budget_labels_group_runs_that_step_rounding_moved_off_their_budget():
+    from lmscaling.fit import FitSettings, fit_scaling_laws
+
+    n, c, loss = isoflop_grid(budgets=(1e17, 1e18, 1e19), jitter=0.0)
+    label = c.copy()
+    c = c.copy()
+    smallest = [np.flatnonzero(label == b)[0] for b in np.unique(label)]
+    c[smallest] *= 1.9  # one step rounded up: the smallest model of each curve at 1.9x its C
+    rows = [
+        {"tokenizer": "t", "eval_set": "v", "N": float(ni), "C": float(ci), "D": ci / (6 * ni)}
+        | {"loss": float(li), "budget": float(bi)}
+        for ni, ci, li, bi in zip(n, c, loss, label, strict=True)
+    ]
+    settings = FitSettings(axes=("N",), bootstrap=0, holdout=0)
+    (with_labels,) = fit_scaling_laws(rows, settings=settings)["groups"]
+    assert with_labels["isoflop"]["n_budgets_used"] == 3
+    assert [b["C"] for b in with_labels["isoflop"]["budgets"]] == [1e17, 1e18, 1e19]
+    assert with_labels["isoflop"]["a"] == pytest.approx(EXPONENT, abs=0.02)
+    unlabelled = [{k: v for k, v in r.items() if k != "budget"} for r in rows]
+    (by_c,) = fit_scaling_laws(unlabelled, settings=settings)["groups"]
+    # grouped by C alone, each moved model becomes a curve of its own
+    assert len(by_c["isoflop"]["budgets"]) == 6

@@ -354,8 +354,9 @@ def checkpoint_steps(fractions, total_steps: int) -> dict[float, int]:
 
 def checkpoint_warnings(config: dict) -> list[str]:
     """Models whose ``train.checkpoint_fractions`` collapse: two fractions on one optimizer
-    step (the same model twice in the points table) or a fraction on the last step (the final
-    model again). One message naming the first such model and how many there are."""
+    step (the same model twice in the points table), a fraction on the last step (the final
+    model again), or a fraction rounded up to a step more than 10% past it (its D is right,
+    its name is not). One message naming the first such model and how many there are."""
     train = config["train"]
     fractions = sorted(train.get("checkpoint_fractions") or [])
     if not fractions:
@@ -368,16 +369,52 @@ def checkpoint_warnings(config: dict) -> list[str]:
         steps = checkpoint_steps(fractions, total)
         same = [f for f, g in zip(fractions, fractions[1:], strict=False) if steps[f] == steps[g]]
         last = [f for f in fractions if steps[f] == total]
-        if same or last:
-            hit.append((shape.id, total, same, last))
+        # rounded up to a whole step, a checkpoint lands well after its fraction of D
+        late = [f for f in fractions if f not in same + last and steps[f] / total > 1.1 * f]
+        if same or last or late:
+            hit.append((shape.id, total, same, last, late, steps))
     if not hit:
         return []
-    model, total, same, last = hit[0]
+    model, total, same, last, late, steps = hit[0]
     what = [f"{checkpoint_name(f)} falls on the step of the next fraction" for f in same]
     what += [f"{checkpoint_name(f)} on the last step (the final model)" for f in last]
+    what += [
+        f"{checkpoint_name(f)} after step {steps[f]}, at {steps[f] / total:.3g} of D" for f in late
+    ]
     return [
         f"train.checkpoint_fractions: model {model} trains only {total} optimizer steps: "
-        f"{'; '.join(what)}; these checkpoints repeat a point ({len(hit)} model(s) so)"
+        f"{'; '.join(what)}; these checkpoints repeat a point or miss their fraction "
+        f"({len(hit)} model(s) so)"
+    ]
+
+
+def rounding_warnings(config: dict, tolerance: float = 0.1) -> list[str]:
+    """Models whose run overshoots its token budget by more than ``tolerance`` (relative).
+
+    A run takes whole optimizer steps (:func:`optimizer_steps`), so it sees up to one step
+    (``batch_size x context_length`` tokens) more than its budget D, and its C = 6ND grows with
+    it. On an IsoFLOP grid that moves a model off its budget's curve. One message naming the
+    worst such model and how many there are.
+    """
+    train = config["train"]
+    context, mlp_ratio = config["models"]["context_length"], config["models"].get("mlp_ratio", 4)
+    rule = next(k for k in BUDGET_RULES if train.get(k) is not None)
+    hit = []
+    for shape in model_grid(config):
+        settings = train_settings(train, shape.n_params(mlp_ratio), shape.compute)
+        step = settings["batch_size"] * context
+        seen = optimizer_steps(settings["tokens"], settings["batch_size"], context) * step
+        ratio = seen / settings["tokens"]
+        if ratio > 1 + tolerance:
+            hit.append((ratio, shape.id, settings["tokens"], seen, step))
+    if not hit:
+        return []
+    ratio, model, budget, seen, step = max(hit)
+    return [
+        f"train.{rule}: {len(hit)} model(s) train on more than {tolerance:.0%} above their "
+        f"token budget, rounded up to whole optimizer steps of {step} tokens (batch_size x "
+        f"models.context_length); worst: {model}, D = {seen} for a budget of {budget} "
+        f"({ratio:.2f}x, and C with it). Lower train.batch_size or raise the budget."
     ]
 
 

@@ -245,7 +245,8 @@ def evaluate_points(
     Args:
         tokenizer, model_id: names recorded in each point.
         checkpoints: ``{name: path}`` of files written by :func:`lmscaling.model.save_checkpoint`
-            with ``extra["summary"]`` holding N, N_total, N_embedding, D (tokens seen) and C;
+            with ``extra["summary"]`` holding N, N_total, N_embedding, D (tokens seen), C and,
+            in the final model's, ``compute_budget`` (every point's ``budget``);
             ``"final"`` is the fully trained model, others are e.g. ``"frac-0.5"`` (with
             ``fraction`` and ``step`` in their summary).
         sets: ``{eval_set name: token shard paths}``; each set is read once.
@@ -266,10 +267,14 @@ def evaluate_points(
     if not checkpoints or not sets:
         raise EvalError(f"{tokenizer}/{model_id}: nothing to evaluate ({checkpoints=}, {sets=})")
     data = {name: load_eval_set(paths) for name, paths in sets.items()}
-    points = []
-    for name, path in checkpoints.items():
+    points, budget = [], None
+    # the final model first: its summary holds the model's IsoFLOP budget (None outside
+    # train.compute), which every point of the model records
+    for name, path in sorted(checkpoints.items(), key=lambda item: item[0] != FINAL):
         model, extra = load_checkpoint(path)
         summary = _checkpoint_summary(path, extra)
+        if name == FINAL:
+            budget = summary.get("compute_budget")
         cfg = model.config
         for set_name, (tokens, totals) in data.items():
             t0 = time.perf_counter()
@@ -298,6 +303,7 @@ def evaluate_points(
                 "n_head": cfg.n_head,
                 "vocab_size": cfg.vocab_size,
                 **{k: summary[k] for k in _SUMMARY_KEYS},
+                "budget": budget,
                 **{k: scores[k] for k in ("loss", "perplexity", "bpb", "nll_sum", "tokens")},
                 "bytes": scores["bytes"],
                 "docs": totals["docs"],

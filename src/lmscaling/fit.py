@@ -309,21 +309,27 @@ def select_points(points: list[dict], source: str = "points") -> list[dict]:
 
     Raises:
         FitError: no rows, a row lacking one of tokenizer, eval_set, loss, N, D, C, or one of
-            loss, N, D, C not a finite positive number (the row is named by its index in
-            ``source``).
+            loss, N, D, C (and ``budget`` where given) not a finite positive number (the row is
+            named by its index in ``source``).
     """
     if not points:
         raise FitError(f"{source}: no evaluation points to fit")
     for i, row in enumerate(points):
         missing = [k for k in NEEDED if row.get(k) is None]
         if missing:
-            raise FitError(f"{source}: evaluation point {i} lacks column(s) {missing}")
-        for key in ("loss", "N", "D", "C"):
-            value = row[key]
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise FitError(f"{source}: row {i + 1} has no value in column(s) {missing}")
+        for key in ("loss", "N", "D", "C", "budget"):
+            value = row.get(key)
+            if key == "budget" and value is None:
+                continue  # optional: the IsoFLOP budget label
+            if not (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and value > 0
+            ):
                 raise FitError(
-                    f"{source}: evaluation point {i} has {key} = {value!r}; "
-                    "need a finite positive number"
+                    f"{source}: row {i + 1} has {key} = {value!r}; need a finite positive number"
                 )
     rows = [p for p in points if p.get("final", True) in (True, 1, "true", "True")]
     if not rows:
@@ -633,11 +639,14 @@ def read_points(
     ``columns`` maps field names to table columns (``{"N": "Model Size"}``; one column may
     feed several fields). Missing
     ``tokenizer``/``eval_set`` columns take ``defaults`` (or ``"-"``). When D is missing it is
-    derived as C / (6N), when C is missing as 6ND (Kaplan et al. 2020, eq. 2.1).
+    derived as C / (6N), when C is missing as 6ND (Kaplan et al. 2020, eq. 2.1). An optional
+    ``budget`` column labels each row's IsoFLOP compute budget (FLOP). Names (tokenizer,
+    eval_set, model) are read as text.
 
     Raises:
         FitError: no such file, unknown format, an unreadable (empty, truncated) table, a named
-            column absent, loss/N and one of D, C missing, or one of them not numeric.
+            column absent, loss/N and one of D, C missing, or one of them or budget not
+            numeric.
     """
     import polars as pl
 
@@ -646,17 +655,22 @@ def read_points(
         raise FitError(f"{path}: unknown table format (use .csv or .parquet)")
     if not path.is_file():
         raise FitError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
+    columns = columns or {}
+    # names stay text in a CSV even when they read as numbers ("007", "512")
+    names = {"tokenizer", "eval_set", "model"}
+    names |= {src for dst, src in columns.items() if dst in names}
     try:
         # read from an open file: polars would expand a path with * ? [ ] as a glob
         with open(path, "rb") as fh:
             if path.suffix == ".parquet":
                 table = pl.read_parquet(fh)
             else:
-                table = pl.read_csv(fh, infer_schema_length=10000)
+                table = pl.read_csv(
+                    fh, infer_schema_length=10000, schema_overrides=dict.fromkeys(names, pl.Utf8)
+                )
     except pl.exceptions.PolarsError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise FitError(f"{path}: not a readable {path.suffix[1:]} table: {first}") from None
-    columns = columns or {}
     absent = [src for src in columns.values() if src not in table.columns]
     if absent:
         raise FitError(f"{path}: no column(s) {absent}; columns are {table.columns}")
@@ -672,7 +686,7 @@ def read_points(
             f"{path}: needs columns loss, N and D or C (missing {missing or ['D/C']}); "
             f"columns are {table.columns}"
         )
-    for col in ("loss", "N", "D", "C"):
+    for col in ("loss", "N", "D", "C", "budget"):
         if col in have:
             try:
                 table = table.with_columns(pl.col(col).cast(pl.Float64))

@@ -117,6 +117,7 @@ POINT_COLUMNS = [
     "N_embedding",
     "D",
     "C",
+    "budget",
     "loss",
     "perplexity",
     "bpb",
@@ -133,14 +134,17 @@ POINT_COLUMNS = [
 ``checkpoint`` is ``"final"`` (the fully trained model, ``final`` True, ``fraction`` 1.0) or
 ``"frac-<f>"`` (an intermediate checkpoint at fraction ``f`` of the token budget). Units: N
 (non-embedding), N_total, N_embedding in parameters (Kaplan et al. 2020, sec. 2.1); D in
-training tokens seen at the checkpoint; C = 6·N·D in FLOP (Kaplan et al. 2020, eq. 2.1); loss
+training tokens seen at the checkpoint; C = 6·N·D in FLOP (Kaplan et al. 2020, eq. 2.1); budget
+= the model's compute budget under ``train.compute`` (FLOP; null under the other rules), the
+label that groups an IsoFLOP curve, since whole optimizer steps move C off it; loss
 in nats/token; perplexity = exp(loss); bpb in bits per UTF-8 byte; nll_sum in nats; tokens =
 scored targets; bytes = UTF-8 bytes of the set's original text; docs = documents in the set;
 context_length, stride (tokens) and bos record how the set was scored.
 """
 
 _TEXT = ("tokenizer", "model", "checkpoint", "eval_set", "bos")
-_FLOAT = ("fraction", "C", "loss", "perplexity", "bpb", "nll_sum")
+_FLOAT = ("fraction", "C", "budget", "loss", "perplexity", "bpb", "nll_sum")
+_OPTIONAL = ("budget",)  # absent from evaluations written before the column existed
 
 
 class PointsError(ValueError):
@@ -163,10 +167,10 @@ def points_table(paths: Sequence[str | os.PathLike[str]]):
     rows = []
     for path in paths:
         for i, point in enumerate(read_json(path)["points"]):
-            missing = [c for c in POINT_COLUMNS if c not in point]
+            missing = [c for c in POINT_COLUMNS if c not in point and c not in _OPTIONAL]
             if missing:
                 raise PointsError(f"{path}: points[{i}] lacks column(s) {missing}")
-            rows.append({c: point[c] for c in POINT_COLUMNS})
+            rows.append({c: point.get(c) for c in POINT_COLUMNS})
     schema = {
         c: pl.Utf8 if c in _TEXT else pl.Float64 if c in _FLOAT else pl.Int64 for c in POINT_COLUMNS
     }

@@ -34,6 +34,7 @@ from lmscaling.config import (
     checkpoint_warnings,
     fit_plan_warnings,
     model_grid,
+    rounding_warnings,
     sorted_keys,
     train_settings,
     training_flop,
@@ -69,7 +70,9 @@ try:
                 config[section][name] = sorted_keys(config[section][name])
         else:
             config[section] = sorted_keys(config[section])
-    for warning in fit_plan_warnings(config) + checkpoint_warnings(config):
+    for warning in (
+        fit_plan_warnings(config) + checkpoint_warnings(config) + rounding_warnings(config)
+    ):
         logger.warning(f"Config: {warning}")
     # Snakemake lowers a job's resources to the run's limit without a word: a DDP job would
     # train on fewer GPUs than train.gpus.
