@@ -270,3 +270,66 @@ def test_fit_numeric_tokenizer_names_stay_names(tmp_path):
     pred = run("predict", fit_json, "--N", "1e6", "--tokenizer", "512", "--json")
     assert pred.returncode == 0, pred.stderr
     assert json.loads(pred.stdout)["predictions"]
+
+
+def test_damaged_fits_and_bad_options_exit_1_or_2_naming_the_problem(fitted, tmp_path):
+    tmp, _ = fitted
+    good = json.loads((tmp / "out/scaling_law.json").read_text())
+    no_a = json.loads(json.dumps(good))
+    del no_a["groups"][0]["fits"]["N"]["a"]
+    for name, content in {
+        "empty_group": {"groups": [{}]},
+        "groups_text": {"groups": "x"},
+        "no_a": no_a,
+    }.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(content))
+        commands = [["predict", str(path), "--N", "1e9"]]
+        if name != "no_a":  # plan reads no power law
+            commands.append(["plan", str(path), "--budget", "1e21"])
+        for args in commands:
+            proc = run(*args)
+            assert proc.returncode == 1 and "Traceback" not in proc.stderr, (name, proc.stderr)
+            assert f"{path}: not a" in proc.stderr
+    table = tmp_path / "t.csv"
+    write_isoflop_table(table)
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    proc = run("fit", str(table), "-o", str(afile), "--no-plots", "--bootstrap", "0")
+    assert proc.returncode == 1 and f"-o {afile}: exists and is not a directory" in proc.stderr
+    proc = run("fit", str(table), "--bootstrap", "2000000000")
+    assert proc.returncode == 2 and "at most 100,000 resamples" in proc.stderr
+    # the text and JSON outputs agree on "nothing to predict": exit 1 in both
+    path = tmp / "out/scaling_law.json"
+    assert run("predict", str(path), "--N", "1e9", "--tokenizer", "-").returncode == 0
+    only_d = tmp_path / "d.json"
+    only_d.write_text(json.dumps({**good, "groups": [{**good["groups"][0], "fits": {}}]}))
+    for extra in ([], ["--json"]):
+        proc = run("predict", str(only_d), "--N", "1e9", *extra)  # no D: no Chinchilla
+        assert proc.returncode == 1, extra
+
+
+def test_names_stay_text_budget_labels_and_interval_levels(tmp_path):
+    table = tmp_path / "t.csv"
+    write_isoflop_table(table)
+    lines = table.read_text().splitlines()
+    # a tokenizer named 007, and each row's IsoFLOP budget as a column
+    budgets = [1e17] * 5 + [1e18] * 5 + [1e19] * 5
+    rows = [f"{lines[0]},tokenizer,budget"]
+    rows += [f"{row},007,{b!r}" for row, b in zip(lines[1:], budgets, strict=True)]
+    table.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "o"
+    proc = run("fit", str(table), "-o", str(out), "--no-plots", "--bootstrap", "20")
+    assert proc.returncode == 0, proc.stderr
+    (group,) = json.loads((out / "scaling_law.json").read_text())["groups"]
+    assert group["tokenizer"] == "007"
+    assert [b["C"] for b in group["isoflop"]["budgets"]] == [1e17, 1e18, 1e19]
+    proc = run("predict", str(out / "scaling_law.json"), "--N", "1e9", "--tokenizer", "007")
+    assert proc.returncode == 0 and proc.stdout.count("95% CI") >= 1
+    proc = run("fit", str(table), "-o", str(out), "--no-plots", "--confidence", "0.995")
+    assert proc.returncode == 0, proc.stderr
+    proc = run("predict", str(out / "scaling_law.json"), "--N", "1e9")
+    assert "99.5% CI" in proc.stdout and "100% CI" not in proc.stdout
+    table.write_text("\n".join(rows[:2] + [rows[2].rsplit(",", 1)[0] + ",C1"]) + "\n")
+    proc = run("fit", str(table), "-o", str(out))
+    assert proc.returncode == 1 and "column 'budget' is not numeric" in proc.stderr

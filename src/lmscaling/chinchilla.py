@@ -555,12 +555,8 @@ class ChinchillaFit(LogSumExpLaw):
             n_opt = g * c6 ** (beta / (alpha + beta))
             d_opt = c6 ** (alpha / (alpha + beta)) / g
             l_opt = p["E"] + p["A"] / n_opt**alpha + p["B"] / d_opt**beta
-        return {
-            "N_opt": n_opt,
-            "D_opt": d_opt,
-            "tokens_per_parameter": d_opt / n_opt,
-            "L_opt": l_opt,
-        }
+            ratio = d_opt / n_opt  # nan where a degenerate bootstrap sample overflowed
+        return {"N_opt": n_opt, "D_opt": d_opt, "tokens_per_parameter": ratio, "L_opt": l_opt}
 
     def derived(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         """Parameters, ``G``, the exponents ``a`` (N_opt ∝ C^a) and ``b`` (D_opt ∝ C^b), and

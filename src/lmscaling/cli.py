@@ -25,15 +25,24 @@ import numpy as np
 
 from lmscaling.argtypes import count, level, positive_float
 
+FIELDS = ("N", "D", "C", "loss", "tokenizer", "eval_set", "model", "budget")
+MAX_RESAMPLES = 100_000  # as fit.bootstrap in the config schema; memory grows with it
+
+
+def resamples(text: str) -> int:
+    n = count(text)
+    if n > MAX_RESAMPLES:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_RESAMPLES:,} resamples")
+    return n
+
 
 def _columns(pairs: list[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
         field, sep, column = pair.partition("=")
-        if not sep or field not in ("N", "D", "C", "loss", "tokenizer", "eval_set", "model"):
+        if not sep or field not in FIELDS:
             raise argparse.ArgumentTypeError(
-                f"--column {pair!r}: use FIELD=COLUMN with FIELD one of N, D, C, loss, "
-                "tokenizer, eval_set, model"
+                f"--column {pair!r}: use FIELD=COLUMN with FIELD one of {', '.join(FIELDS)}"
             )
         out[field] = column
     return out
@@ -72,6 +81,15 @@ def _read_fit(path: str) -> dict:
         raise FitError(f"{path}: not JSON: {err.__cause__}") from None
     if not isinstance(result, dict) or "groups" not in result:
         raise FitError(f"{path}: not a scaling-law fit (no 'groups'); use `lmscaling fit` first")
+    groups = result["groups"]
+    keys = {"tokenizer", "eval_set", "n_points", "fits", "warnings"}
+    if not isinstance(groups, list) or not all(
+        isinstance(g, dict) and keys <= g.keys() and isinstance(g["fits"], dict) for g in groups
+    ):
+        raise FitError(
+            f"{path}: not a scaling-law fit (each of 'groups' needs {sorted(keys)}); "
+            "use `lmscaling fit` to write one"
+        )
     return result
 
 
@@ -121,8 +139,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         budgets=args.budget,
         seed=args.seed,
     )
-    result = fit.fit_scaling_laws(points, settings=settings, source=str(args.table))
     out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise fit.FitError(f"-o {out}: exists and is not a directory")
+    result = fit.fit_scaling_laws(points, settings=settings, source=str(args.table))
     write_json(out / "scaling_law.json", result)
     written = [out / "scaling_law.json"]
     if not args.no_plots:
@@ -178,6 +198,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     result = _read_fit(args.fit)
     n, d = args.N, args.D
     c = 6 * n * d if d is not None else None
+    if c is not None and not math.isfinite(c):
+        c = None  # 6ND beyond float range: no L(C) prediction
     rows = []
     for g in _groups(result, args):
         values = {"N": n, "D": d, "C": c}
@@ -204,8 +226,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             rows.append({"tokenizer": g["tokenizer"], "eval_set": g["eval_set"], **row})
     if args.json:
         print(_json({"N": n, "D": d, "C": c, "predictions": rows}))
-        return 0
-    conf = round(100 * result.get("confidence", 0.95))
+        return 0 if rows else 1
+    conf = f"{100 * result.get('confidence', 0.95):g}"
     print(f"N = {n:.4g}, D = {_fmt(d)}, C = 6ND = {_fmt(c)}  (loss in nats/token)")
     for r in rows:
         print(
@@ -297,7 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--confidence", type=level, default=0.95, help="interval level in (0, 1)")
     p.add_argument("--axes", nargs="+", default=["N", "D", "C"], choices=["N", "D", "C"])
-    p.add_argument("--bootstrap", type=count, default=1000, help="bootstrap resamples (0 = none)")
+    p.add_argument(
+        "--bootstrap",
+        type=resamples,
+        default=1000,
+        help=f"bootstrap resamples, 0 (none) to {MAX_RESAMPLES:,}",
+    )
     p.add_argument("--holdout", type=count, default=1, help="largest scales held out (0 = none)")
     p.add_argument("--budget", type=positive_float, nargs="+", help="FLOP budgets to plan for")
     p.add_argument(
@@ -345,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print(f"lmscaling {args.command}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # the reader went away (`| head`): stop quietly, and keep Python from reporting the
         # failed flush of stdout at exit
@@ -354,6 +384,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     except (FitError, OSError) as err:
         print(f"lmscaling {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except (KeyError, TypeError, IndexError) as err:
+        if args.command == "fit":
+            raise
+        # a saved fit with the right top level but a damaged entry
+        print(
+            f"lmscaling {args.command}: error: {args.fit}: not a complete scaling-law fit "
+            f"({type(err).__name__}: {err}); rewrite it with `lmscaling fit`",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
