@@ -340,12 +340,13 @@ def test_runs_of_jobs_left_out_of_the_config_stop_being_current(
     uri = new_store("s")
     pj = tmp_path / "mlflow" / "parent.json"
 
-    def invocation(models: list[str], status: str = "FINISHED") -> dict:
+    def invocation(models: list[str], status: str = "FINISHED", grid=None) -> dict:
+        """Run the jobs of ``models``; the config's grid is ``grid`` (default: ``models``)."""
         info = tracking.start_parent(uri, "retire", pj)
         for m in models:
             with tracking.child_run(pj, f"train/{m}", tracking.job_tags("train_model", w(m), 1)):
                 pass
-        keep = {"train_model": [tracking.job_key("train_model", w(m)) for m in models]}
+        keep = {"train_model": [tracking.job_key("train_model", w(m)) for m in grid or models]}
         tracking.finish_parent(pj, status, keep_jobs=keep)
         return info
 
@@ -368,9 +369,15 @@ def test_runs_of_jobs_left_out_of_the_config_stop_being_current(
     retired = [r for r in _store_runs(uri, "retire") if r.info.run_name == "train/L2"]
     assert retired[0].data.tags[tracking.TAG_RETIRED_BY] == third["invocation"]
     assert client.get_run(retired[0].info.run_id).info.status == "FINISHED"
+    # back to a grid with L2: its outputs are current, so its job does not rerun, and its
+    # retired run is current again
+    invocation(["L1"], grid=["L1", "L2"])
+    assert current(uri) == ["train/L1", "train/L2"]
+    back = client.get_run(retired[0].info.run_id).data.tags
+    assert back[tracking.TAG_CURRENT] == "true" and tracking.TAG_RETIRED_BY not in back
     fresh = new_store("fresh")  # the records give the same in a new store
     replay.replay(pj.parent / "records", fresh)
-    assert current(fresh) == ["train/L1"]
+    assert current(fresh) == ["train/L1", "train/L2"]
 
 
 def test_killed_invocation_is_marked_by_the_next(

@@ -593,6 +593,9 @@ def _retire(client: MlflowClient, parent_run_id: str, event: Mapping[str, Any]) 
     the parent's workspace that is current, started before ``event["time"]`` and whose job key
     is not kept gets ``lmscaling.current=false`` and ``lmscaling.retired_by=<parent record>``,
     so that ``tags.lmscaling.current = 'true'`` shows the models of the config that ran last.
+    A retired run whose job is back in the config, and that no later run replaced (its outputs
+    are the current ones, so the job did not rerun), is current again and loses its
+    ``retired_by``.
     """
     parent = _retry_locked(client.get_run, parent_run_id)
     workspace = parent.data.tags.get(TAG_WORKSPACE, "")
@@ -614,6 +617,23 @@ def _retire(client: MlflowClient, parent_run_id: str, event: Mapping[str, Any]) 
                 continue
             tags = [RunTag(TAG_CURRENT, "false"), RunTag(TAG_RETIRED_BY, by)]
             _log_batches(client, run.info.run_id, tags=tags)
+        retired = _retry_locked(
+            client.search_runs,
+            [parent.info.experiment_id],
+            f"tags.`lmscaling.rule` = '{rule}' and tags.`{TAG_WORKSPACE}` = '{workspace}' "
+            f"and tags.`{TAG_CURRENT}` = 'false'",
+            max_results=50000,
+        )
+        for run in retired:
+            t = run.data.tags
+            if (
+                t.get(TAG_JOB_KEY) in keys
+                and TAG_RETIRED_BY in t
+                and TAG_REPLACED_BY not in t
+                and run.info.start_time < event["time"]
+            ):
+                _log_batches(client, run.info.run_id, tags=[RunTag(TAG_CURRENT, "true")])
+                _retry_locked(client.delete_tag, run.info.run_id, TAG_RETIRED_BY)
 
 
 # --------------------------------------------------------------------------------------------
