@@ -439,6 +439,21 @@ def test_points_carry_the_models_isoflop_budget(model_dir, tmp_path):
     assert sorted(table["budget"].to_list(), key=str) == [3.0e9] * 4 + [None] * 4
 
 
+def test_a_model_no_better_than_uniform_is_warned_about(model_dir, tmp_path, caplog):
+    _, sets, models = model_dir
+    flat = models["final"]
+    with torch.no_grad():
+        flat.lm_head.weight.zero_()  # uniform logits (tied: the embedding too)
+    ckpts = {"final": _save(tmp_path / "u/model.pt", flat, 6400)}
+    with caplog.at_level("WARNING", logger="lmscaling"):
+        result = evaluate_points("tok", "L2-D32", ckpts, sets, device="cpu")
+    assert result["points"][0]["loss"] == pytest.approx(math.log(V), rel=1e-6)
+    warned = [
+        r.getMessage() for r in caplog.records if "no better than a uniform" in r.getMessage()
+    ]
+    assert len(warned) == 2 and warned[0].startswith("tok/L2-D32 final on a/val: loss")
+
+
 def test_evaluate_points_errors(model_dir, tmp_path):
     ckpts, sets, models = model_dir
     save_checkpoint(tmp_path / "bare.pt", models["final"], extra={"summary": {"N": 1}})

@@ -283,6 +283,32 @@ def test_non_finite_loss_names_model_and_step(monkeypatch):
         train(MODEL, cfg, repetitive_stream(), name="tiny-model")
 
 
+def test_non_finite_weights_after_the_last_update_are_caught(monkeypatch):
+    make = train_mod._optimizer
+
+    def breaking_on_step_3(model, cfg, device):
+        opt = make(model, cfg, device)
+        step, calls = opt.step, []
+
+        def last_step_overflows(*args, **kwargs):
+            out = step(*args, **kwargs)
+            calls.append(1)
+            if len(calls) == 3:  # the last of 3 steps: its loss was finite
+                with torch.no_grad():
+                    next(model.parameters()).fill_(float("inf"))
+            return out
+
+        opt.step = last_step_overflows
+        return opt
+
+    monkeypatch.setattr(train_mod, "_optimizer", breaking_on_step_3)
+    cfg = TrainConfig(tokens=3 * 4 * 32, batch_size=4, log_every=1, device="cpu")
+    with pytest.raises(
+        FloatingPointError, match=r"m: non-finite weights after the last optimizer step 3 "
+    ):
+        train(MODEL, cfg, repetitive_stream(), name="m")
+
+
 def test_diverging_learning_rate_raises():
     cfg = TrainConfig(
         tokens=30 * 4 * 32,

@@ -312,6 +312,18 @@ def evaluate_points(
                 "bos": scores["bos"],
             }
             point = {c: values[c] for c in POINT_COLUMNS}
+            if point["loss"] >= math.log(cfg.vocab_size) * (1 - 1e-6):  # float32 rounding
+                log.warning(
+                    "%s/%s %s on %s: loss %.4f nats/token is no better than a uniform guess "
+                    "over the %d-token vocabulary (ln V = %.4f): did training diverge?",
+                    tokenizer,
+                    model_id,
+                    name,
+                    set_name,
+                    point["loss"],
+                    cfg.vocab_size,
+                    math.log(cfg.vocab_size),
+                )
             log.info(
                 "%s/%s %s on %s: loss %.4f | ppl %.2f | bpb %.4f | %d tokens in %.1fs",
                 tokenizer,

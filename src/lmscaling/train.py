@@ -831,6 +831,12 @@ def train(
             if cfg.resume_every and done % cfg.resume_every == 0 and done < total_steps:
                 save_resume(done, elapsed_before + time.perf_counter() - t_start)
 
+    # each step's loss is checked above, but the last update comes after the last loss
+    if not all(bool(torch.isfinite(p).all()) for p in raw.parameters()):
+        raise FloatingPointError(
+            f"{name}: non-finite weights after the last optimizer step {total_steps} "
+            f"(lr {lr_at(total_steps - 1, total_steps, cfg):.3g})"
+        )
     train_time = time.perf_counter() - t_start
     d_seen = total_steps * tokens_per_step
     steps_run = total_steps - start_step
