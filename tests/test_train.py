@@ -476,10 +476,27 @@ def test_token_groups_by_corpus_path():
 def test_mixture_report_names_a_short_corpus_and_warns_of_many_epochs(caplog):
     big, small = np.zeros(1000, np.uint16), np.zeros(50, np.uint16)
     report = mixture_report([[big], [small]], ["web", "code"], [0.9, 0.1], 33, 2000)
-    assert report["web"] == {"probability": 0.9, "tokens": 1000, "epochs": 1.8}
+    assert report["web"] == {
+        "probability": 0.9,
+        "tokens": 1000,
+        "tokens_unsampled": 0,
+        "epochs": 1.8,
+    }
     assert report["code"]["epochs"] == pytest.approx(4.0)  # 2000 * 0.1 / 50: at the limit
     assert "epochs" not in caplog.text
     mixture_report([[big], [small]], ["web", "code"], [0.5, 0.5], 33, 2000)
     assert "corpus 'code': 20.0 epochs over its 50 tokens" in caplog.text
     with pytest.raises(TrainError, match=r"corpus 'code': too few tokens .* lengths \[20, 10\]"):
         mixture_report([[big], [small[:20], small[:10]]], ["web", "code"], [0.5, 0.5], 33, 2000)
+
+
+def test_shards_too_short_for_a_window_are_counted_and_warned_about(caplog):
+    # 3 of 4 shards hold fewer than 33 tokens: never sampled, so not in the epochs
+    shards = [np.zeros(n, np.uint16) for n in (1000, 32, 20, 8)]
+    (report,) = mixture_report([shards], ["web"], [1.0], 33, 2000).values()
+    assert report == {"probability": 1.0, "tokens": 1000, "tokens_unsampled": 60, "epochs": 2.0}
+    assert (
+        "corpus 'web': 3 of 4 token shards (60 tokens, 5.7% of the corpus) are shorter than "
+        "context_length + 1 = 33 tokens and are never sampled" in caplog.text
+    )
+    assert "data.num_shards" in caplog.text

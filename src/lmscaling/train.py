@@ -287,9 +287,11 @@ def mixture_report(
     window: int,
     tokens: int,
 ) -> dict[str, dict[str, float]]:
-    """Per training corpus: its sampling probability, its tokens and the epochs a run of
-    ``tokens`` training tokens makes over it (``D p / tokens``); logs a warning for a corpus
-    seen more than :data:`MAX_EPOCHS_WARN` times.
+    """Per training corpus: its sampling probability, the tokens training can sample (those of
+    shards holding at least one ``window``), the tokens of shorter shards, never sampled, and
+    the epochs a run of ``tokens`` training tokens makes over the sampled ones (``D p /
+    tokens``). Logs a warning for a corpus with shards too short to sample, and for one seen
+    more than :data:`MAX_EPOCHS_WARN` times.
 
     ``groups[i]`` holds the token arrays of ``corpora[i]``, drawn with ``probs[i]``.
 
@@ -297,25 +299,45 @@ def mixture_report(
         TrainError: naming a corpus none of whose shards holds one window of ``window`` tokens.
     """
     report = {}
+    remedy = "fewer, longer shards (data.num_shards) or a shorter models.context_length"
     for corpus, group, p in zip(corpora, groups, probs, strict=True):
         lengths = [len(a) for a in group]
-        if not any(n >= window for n in lengths):
+        usable = sum(n for n in lengths if n >= window)
+        if not usable:
             raise TrainError(
                 f"corpus {corpus!r}: too few tokens to train: no shard holds context_length + 1 "
-                f"= {window} tokens (shard lengths {lengths}); add text or drop the corpus"
+                f"= {window} tokens (shard lengths {lengths}); add text, or use {remedy}"
             )
-        epochs = tokens * p / sum(lengths)
+        short = [n for n in lengths if n < window]
+        if short:
+            log.warning(
+                "corpus %r: %d of %d token shards (%d tokens, %.1f%% of the corpus) are shorter "
+                "than context_length + 1 = %d tokens and are never sampled; use %s",
+                corpus,
+                len(short),
+                len(lengths),
+                sum(short),
+                100 * sum(short) / sum(lengths),
+                window,
+                remedy,
+            )
+        epochs = tokens * p / usable
         if epochs > MAX_EPOCHS_WARN:
             log.warning(
                 "corpus %r: %.1f epochs over its %d tokens (probability %.3g); beyond about %g "
                 "epochs repeated data is worth less than new data",
                 corpus,
                 epochs,
-                sum(lengths),
+                usable,
                 p,
                 MAX_EPOCHS_WARN,
             )
-        report[corpus] = {"probability": p, "tokens": sum(lengths), "epochs": epochs}
+        report[corpus] = {
+            "probability": p,
+            "tokens": usable,
+            "tokens_unsampled": sum(short),
+            "epochs": epochs,
+        }
     return report
 
 

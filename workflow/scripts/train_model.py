@@ -83,12 +83,12 @@ with guard(smk.rule), claim_gpus(gpus if nodes == 1 else 0, smk.params.gpu_locks
     groups_files = token_groups(files, list(mixture))  # one group, or one per corpus
     groups = load_token_groups(groups_files)
     shards = groups if train_cfg.mixture else groups[0]
-    available = sum(len(s) for group in groups for s in group)
     # per corpus: probability, tokens, epochs; stops here naming a corpus too short to train on
     T = model_cfg.context_length
     d = train_cfg.steps(T) * train_cfg.batch_size * T  # D: whole optimizer steps
     probs = train_cfg.mixture or (1.0,)
     report = mixture_report(groups, list(mixture), probs, T + 1, d)
+    available = sum(r["tokens"] for r in report.values())  # in shards long enough to sample
     nnodes, nproc = world_layout(gpus, nodes)
     if select_device(opts["device"]).type != "cuda":
         if nnodes * nproc > 1:
