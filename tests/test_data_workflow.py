@@ -149,10 +149,11 @@ def test_prepare_jobs_remote_input_and_cores(tmp_path, http_root):
     for m in mix.values():
         assert m["epochs"] == pytest.approx(summary["D"] * m["probability"] / m["tokens"])
 
-    # How often a resume file is written changes no output, nor does writing out a default:
-    # nothing reruns.
+    # How often a resume file is written changes no output, nor does writing out a default,
+    # nor a setting that does not act here (WSD's decay under the cosine schedule, GPUs for
+    # CPU training): nothing reruns.
     edited = yaml.safe_load(config.read_text())
-    edited["train"]["resume_every"] = 7
+    edited["train"].update(resume_every=7, decay_fraction=0.5, gpus=2)
     edited["corpora"]["web"]["clean"] = {"nfc": True, "collapse_whitespace": False}
     config.write_text(yaml.safe_dump(edited))
     dry = snakemake(workdir, config, 2, "-n", target)

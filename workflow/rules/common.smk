@@ -71,7 +71,9 @@ try:
         else:
             config[section] = sorted_keys(config[section])
     for warning in (
-        fit_plan_warnings(config) + checkpoint_warnings(config) + rounding_warnings(config)
+        fit_plan_warnings(config)
+        + checkpoint_warnings(config)
+        + rounding_warnings(config)
     ):
         logger.warning(f"Config: {warning}")
     # Snakemake lowers a job's resources to the run's limit without a word: a DDP job would
@@ -177,12 +179,14 @@ def _raw_input(f):
     return storage.http(f.url) if f.url else f.path
 
 
+with open(workflow.source_path("../schemas/config.schema.yaml")) as fh:
+    SCHEMA = yaml.safe_load(fh)
+
+
 def _nested_defaults():
     """{section: {key: default}} of the corpus options given as mappings (clean, quality,
     dedup, extract), from the config schema."""
-    with open(workflow.source_path("../schemas/config.schema.yaml")) as fh:
-        schema = yaml.safe_load(fh)
-    options = schema["properties"]["corpora"]["additionalProperties"]["properties"]
+    options = SCHEMA["properties"]["corpora"]["additionalProperties"]["properties"]
     return {
         section: {
             k: v["default"]
@@ -316,6 +320,24 @@ def model_settings(wildcards):
     shape = MODELS[wildcards.model]
     n = shape.n_params(config["models"].get("mlp_ratio", 4))
     return train_settings(config["train"], n, shape.compute)
+
+
+def train_params():
+    """config["train"] as the param of train_model: without the rules resolved per model
+    (model_settings) and resume_every (how often a resume file is written changes no output).
+    decay_fraction acts only under the wsd schedule and gpus only off the CPU; elsewhere they
+    are given at their schema defaults, so editing them reruns nothing."""
+    train = {
+        k: v
+        for k, v in config["train"].items()
+        if k not in SIZE_RULED + ("resume_every",)
+    }
+    defaults = SCHEMA["properties"]["train"]["properties"]
+    if train.get("schedule") != "wsd":
+        train["decay_fraction"] = defaults["decay_fraction"]["default"]
+    if train.get("device") == "cpu":
+        train["gpus"] = defaults["gpus"]["default"]
+    return train
 
 
 def train_priority(wildcards):

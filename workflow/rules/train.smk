@@ -37,14 +37,9 @@ rule train_model:
             k: v for k, v in config["models"].items() if k not in ("grid", "ladder")
         },
         # the rules by size as resolved for this model (an edit elsewhere in a table reruns
-        # nothing here), and the rest but resume_every (how often a resume file is written
-        # changes no output)
+        # nothing here), and the rest of train (see train_params)
         settings=model_settings,
-        train={
-            k: v
-            for k, v in config["train"].items()
-            if k not in SIZE_RULED + ("resume_every",)
-        },
+        train=train_params(),
         seed=config["seed"],
         # sampling probability of each training corpus (corpora.<name>.weight)
         mixture=MIXTURE,
