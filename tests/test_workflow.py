@@ -134,6 +134,23 @@ def test_rerun_schedules_nothing(tiny_run):
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
 
+def test_defaults_spelled_out_and_settings_that_do_not_act_rerun_nothing(tiny_run, tmp_path):
+    workdir, _ = tiny_run
+    config = yaml.safe_load(TINY.read_text())
+    assert config["train"]["device"] == "cpu" and "schedule" not in config["train"]  # cosine
+    context = config["models"]["context_length"]
+    config["eval"].update(context_length=context, stride=context)
+    config["train"].update(decay_fraction=0.5, gpus=2)
+    path = tmp_path / "spelled-out.yaml"
+    path.write_text(yaml.safe_dump(config))
+    dry = snakemake(workdir, "-n", config=path)
+    assert "Nothing to be done" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-3000:]
+    config["eval"]["stride"] = context // 2  # a real change: every evaluation reruns
+    path.write_text(yaml.safe_dump(config))
+    planned = snakemake(workdir, "-n", config=path).stdout
+    assert len(re.findall(r"^rule evaluate:", planned, re.M)) == 3, planned[-3000:]
+
+
 def test_a_held_out_corpus_turned_training_corpus_is_checked_again(tiny_run, tmp_path):
     """Its preparation reruns (a training corpus needs both splits), the other corpus's not."""
     workdir, _ = tiny_run

@@ -340,6 +340,19 @@ def train_params():
     return train
 
 
+def eval_params():
+    """config["eval"] as the param of evaluate, with context_length and stride written out at
+    their defaults (the models' context length; stride = context length) given as null, so
+    spelling out a default reruns nothing."""
+    opts = dict(config["eval"])
+    context = opts.get("context_length") or config["models"]["context_length"]
+    if opts.get("context_length") == config["models"]["context_length"]:
+        opts["context_length"] = None
+    if opts.get("stride") == context:
+        opts["stride"] = None
+    return opts
+
+
 def train_priority(wildcards):
     """Costliest training first (log10 of its estimated FLOP): the largest model starts at once
     instead of last, when it would run alone while the other cores idle."""

@@ -22,7 +22,7 @@ rule evaluate:
     params:
         checkpoints=lambda w: model_checkpoints(w.tokenizer, w.model),
         sets=lambda w: eval_set_shards(w.tokenizer),
-        eval=config["eval"],
+        eval=eval_params(),
         device=config["train"]["device"],
         parent=PARENT_JSON,
         gpu_locks=GPU_LOCKS,
