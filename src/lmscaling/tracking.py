@@ -608,30 +608,18 @@ def _retire(client: MlflowClient, parent_run_id: str, event: Mapping[str, Any]) 
         runs = _retry_locked(
             client.search_runs,
             [parent.info.experiment_id],
-            f"tags.`lmscaling.rule` = '{rule}' and tags.`{TAG_WORKSPACE}` = '{workspace}' "
-            f"and tags.`{TAG_CURRENT}` = 'true'",
+            f"tags.`lmscaling.rule` = '{rule}' and tags.`{TAG_WORKSPACE}` = '{workspace}'",
             max_results=50000,
         )
         for run in runs:
-            if run.data.tags.get(TAG_JOB_KEY) in keys or run.info.start_time >= event["time"]:
-                continue
-            tags = [RunTag(TAG_CURRENT, "false"), RunTag(TAG_RETIRED_BY, by)]
-            _log_batches(client, run.info.run_id, tags=tags)
-        retired = _retry_locked(
-            client.search_runs,
-            [parent.info.experiment_id],
-            f"tags.`lmscaling.rule` = '{rule}' and tags.`{TAG_WORKSPACE}` = '{workspace}' "
-            f"and tags.`{TAG_CURRENT}` = 'false'",
-            max_results=50000,
-        )
-        for run in retired:
             t = run.data.tags
-            if (
-                t.get(TAG_JOB_KEY) in keys
-                and TAG_RETIRED_BY in t
-                and TAG_REPLACED_BY not in t
-                and run.info.start_time < event["time"]
-            ):
+            if run.info.start_time >= event["time"]:
+                continue
+            kept = t.get(TAG_JOB_KEY) in keys
+            if t.get(TAG_CURRENT) == "true" and not kept:
+                tags = [RunTag(TAG_CURRENT, "false"), RunTag(TAG_RETIRED_BY, by)]
+                _log_batches(client, run.info.run_id, tags=tags)
+            elif kept and TAG_RETIRED_BY in t and TAG_REPLACED_BY not in t:
                 _log_batches(client, run.info.run_id, tags=[RunTag(TAG_CURRENT, "true")])
                 _retry_locked(client.delete_tag, run.info.run_id, TAG_RETIRED_BY)
 
