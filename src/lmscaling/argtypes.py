@@ -29,6 +29,17 @@ def count(text: str) -> int:
     return _integer(text, 0)
 
 
+MAX_RESAMPLES = 100_000  # fit.bootstrap's maximum in the config schema; memory grows with it
+
+
+def resamples(text: str) -> int:
+    """A bootstrap resample count in [0, :data:`MAX_RESAMPLES`] (0 = no bootstrap)."""
+    n = count(text)
+    if n > MAX_RESAMPLES:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_RESAMPLES:,} resamples")
+    return n
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0 (a size, N, D, a FLOP budget)."""
     try:

@@ -23,17 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lmscaling.argtypes import count, level, positive_float
+from lmscaling.argtypes import MAX_RESAMPLES, count, level, positive_float, resamples
 
 FIELDS = ("N", "D", "C", "loss", "tokenizer", "eval_set", "model", "budget")
-MAX_RESAMPLES = 100_000  # as fit.bootstrap in the config schema; memory grows with it
-
-
-def resamples(text: str) -> int:
-    n = count(text)
-    if n > MAX_RESAMPLES:
-        raise argparse.ArgumentTypeError(f"{text!r}: at most {MAX_RESAMPLES:,} resamples")
-    return n
 
 
 def _columns(pairs: list[str]) -> dict[str, str]:
@@ -275,8 +267,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             fit = IsoFLOPFit.from_dict(iso)
             n_opt, d_opt = fit.predict(budgets)
             point = {"N_opt": n_opt, "D_opt": d_opt, "tokens_per_parameter": d_opt / n_opt}
-            has_samples = fit.samples is not None and len(fit.samples) > 0
-            bands = fit.allocation_intervals(budgets) if has_samples else {}
+            # from_dict keeps samples only when the fit has some
+            bands = fit.allocation_intervals(budgets) if fit.samples is not None else {}
             for i, c in enumerate(budgets):
                 row = {**key, "method": "isoflop", "C": float(c)}
                 for name, v in point.items():

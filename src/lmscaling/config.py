@@ -352,20 +352,31 @@ def checkpoint_steps(fractions, total_steps: int) -> dict[float, int]:
     return {f: min(total_steps, max(1, math.ceil(f * total_steps))) for f in fractions}
 
 
+def planned_runs(config: dict) -> list[tuple[ModelShape, dict, int]]:
+    """``(shape, settings, steps)`` of every grid point: its :func:`train_settings` (``tokens``
+    = the budget D, ``lr``, ``batch_size``) and its whole optimizer steps
+    (:func:`optimizer_steps`), as training will run them."""
+    train, models = config["train"], config["models"]
+    runs = []
+    for shape in model_grid(config):
+        settings = train_settings(train, shape.n_params(models.get("mlp_ratio", 4)), shape.compute)
+        steps = optimizer_steps(
+            settings["tokens"], settings["batch_size"], models["context_length"]
+        )
+        runs.append((shape, settings, steps))
+    return runs
+
+
 def checkpoint_warnings(config: dict) -> list[str]:
     """Models whose ``train.checkpoint_fractions`` collapse: two fractions on one optimizer
     step (the same model twice in the points table), a fraction on the last step (the final
     model again), or a fraction rounded up to a step more than 10% past it (its D is right,
     its name is not). One message naming the first such model and how many there are."""
-    train = config["train"]
-    fractions = sorted(train.get("checkpoint_fractions") or [])
+    fractions = sorted(config["train"].get("checkpoint_fractions") or [])
     if not fractions:
         return []
-    context, mlp_ratio = config["models"]["context_length"], config["models"].get("mlp_ratio", 4)
     hit = []
-    for shape in model_grid(config):
-        settings = train_settings(train, shape.n_params(mlp_ratio), shape.compute)
-        total = optimizer_steps(settings["tokens"], settings["batch_size"], context)
+    for shape, _, total in planned_runs(config):
         steps = checkpoint_steps(fractions, total)
         same = [f for f, g in zip(fractions, fractions[1:], strict=False) if steps[f] == steps[g]]
         last = [f for f in fractions if steps[f] == total]
@@ -397,13 +408,11 @@ def rounding_warnings(config: dict, tolerance: float = 0.1) -> list[str]:
     worst such model and how many there are.
     """
     train = config["train"]
-    context, mlp_ratio = config["models"]["context_length"], config["models"].get("mlp_ratio", 4)
     rule = next(k for k in BUDGET_RULES if train.get(k) is not None)
     hit = []
-    for shape in model_grid(config):
-        settings = train_settings(train, shape.n_params(mlp_ratio), shape.compute)
-        step = settings["batch_size"] * context
-        seen = optimizer_steps(settings["tokens"], settings["batch_size"], context) * step
+    for shape, settings, total in planned_runs(config):
+        step = settings["batch_size"] * config["models"]["context_length"]
+        seen = total * step
         ratio = seen / settings["tokens"]
         if ratio > 1 + tolerance:
             hit.append((ratio, shape.id, settings["tokens"], seen, step))

@@ -302,6 +302,7 @@ def invocation_dirs(records_root: str | os.PathLike[str]) -> list[Path]:
         return []
 
     def start_time(d: Path) -> int:
+        """Start of invocation ``d`` in ms since the epoch (its parent record's first line)."""
         with open(d / PARENT_RECORD, encoding="utf-8") as fh:
             try:
                 return int(json.loads(fh.readline()).get("start_time", 0))

@@ -21,6 +21,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader refusing a key repeated in one mapping (PyYAML keeps the last)."""
 
     def construct_mapping(self, node, deep=False):
+        """The mapping of ``node``, as PyYAML builds it.
+
+        Raises:
+            ConfigError: naming the file and both lines when a key repeats.
+        """
         seen = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
