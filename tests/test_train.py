@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import torch
 
 import lmscaling.train as train_mod
 from lmscaling.io import sha256_file
+from lmscaling.jobs import configure_logging
 from lmscaling.model import GPT, GPTConfig, load_checkpoint
 from lmscaling.train import (
     PEAK_BF16_FLOPS,
@@ -245,6 +248,66 @@ def test_training_learns_repetitive_stream_and_reports(caplog):
         r" \| ETA \d+m\d\ds",
         lines[0],
     )
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def job_logging(monkeypatch):
+    """``use(stream, log_file)``: stderr is ``stream``, logging set up as in a job."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+
+    def use(stream, log_file=None):
+        monkeypatch.setattr(sys, "stderr", stream)
+        configure_logging(log_file)
+
+    yield use
+    for handler in root.handlers:
+        handler.close()
+    root.handlers[:] = saved
+
+
+def test_progress_is_one_live_line_on_a_terminal_and_rows_in_the_log_file(
+    tmp_path, monkeypatch, job_logging
+):
+    terminal = Terminal()
+    job_logging(terminal, tmp_path / "train.log")
+    monkeypatch.setattr(train_mod, "device_peak_flops", lambda device: 1e12)  # a known peak
+    cfg = TrainConfig(tokens=40 * 8 * 32, batch_size=8, log_every=10, device="cpu")
+    _, _, metrics = train(MODEL, cfg, repetitive_stream(), name="tiny")
+
+    assert [r["step"] for r in metrics] == [10, 20, 30, 40]
+    screen = terminal.getvalue()
+    # redrawn in place: carriage returns, one final newline, no progress row as its own line
+    assert screen.count("\n") == 1 and screen.count("\r") >= 2
+    final = screen.rsplit("\r", 1)[-1].strip()
+    match = re.fullmatch(
+        r"tiny step 40/40 \|[█#]+\| loss (\d+\.\d{3}) \| ([\d.]+)k tok/s \| MFU ([\d.]+)% "
+        r"\| ETA 00:00",
+        final,
+    )
+    assert match, final
+    last = metrics[-1]
+    assert float(match[1]) == round(last["loss"], 3)
+    assert float(match[2]) == round(last["tokens_per_s"] / 1e3, 1)
+    assert float(match[3]) == round(100 * last["mfu"], 1)
+    rows = re.findall(r"tiny step (\d+)/40 \| loss ", (tmp_path / "train.log").read_text())
+    assert rows == ["10", "20", "30", "40"]
+
+
+def test_progress_rows_print_as_lines_off_a_terminal(job_logging):
+    stream = io.StringIO()
+    job_logging(stream)
+    cfg = TrainConfig(tokens=20 * 8 * 32, batch_size=8, log_every=10, device="cpu")
+    train(MODEL, cfg, repetitive_stream(), name="tiny")
+    assert "\r" not in stream.getvalue()
+    assert re.findall(r"tiny step (\d+)/20 \| loss ", stream.getvalue()) == ["10", "20"]
 
 
 def test_training_is_deterministic_on_cpu():

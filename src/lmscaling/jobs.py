@@ -19,11 +19,17 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def configure_logging(log_path: str | Path | None = None, level: int = logging.INFO) -> None:
-    """Log to ``log_path`` (the rule's ``log:`` file) and to stderr; replaces earlier handlers."""
+    """Log to ``log_path`` (the rule's ``log:`` file) and to stderr; replaces earlier handlers.
+
+    A record logged with ``extra={"console": False}`` goes to the log file only: the training
+    progress rows while a live progress line shows them on the terminal (lmscaling.train).
+    """
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    console = logging.StreamHandler(sys.stderr)
+    console.addFilter(lambda record: getattr(record, "console", True))
+    handlers: list[logging.Handler] = [console]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_path, mode="w", encoding="utf-8"))

@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from lmscaling.config import checkpoint_name, checkpoint_steps, optimizer_steps
 from lmscaling.io import atomic_path, read_json
@@ -58,6 +60,9 @@ log = logging.getLogger("lmscaling.train")
 
 SCHEDULES = ("cosine", "wsd")
 RESUME_FILE = "resume.pt"
+# The live progress line, "L4-D128 step 450/1000 |████▌     | loss 3.210 | 12.3k tok/s | MFU
+# 41.0% | ETA 01:40": tqdm fields in double braces, {figures} those of the last progress row.
+LIVE_LINE = "{{desc}} step {{n_fmt}}/{{total_fmt}} |{{bar}}| {figures}ETA {{remaining}}"
 RESUME_VERSION = 1
 
 # Dense bf16 tensor-core peak FLOP/s (no sparsity) from the vendors' data sheets, matched as a
@@ -601,7 +606,9 @@ def train(
     steps and at the last step a row ``{"step", "tokens", "loss"`` (mean train loss since the
     previous row over all ranks, nats/token), ``"lr", "tokens_per_s"`` (all ranks),
     ``"mfu"`` (None off known GPUs), ``"elapsed_s"}`` is appended to the metrics, passed to
-    ``on_log(step, row)`` on rank 0 and logged as one progress line with the ETA.
+    ``on_log(step, row)`` on rank 0 and logged as one progress line with the ETA. When stderr
+    is a terminal, rank 0 also redraws one live line there after every step (tqdm: step, the
+    last row's loss, tokens/s and MFU, ETA); the progress rows then go to the log file only.
 
     Args:
         model_cfg: model shape.
@@ -780,78 +787,103 @@ def train(
     last_logged = metrics[-1]["step"] if metrics else 0
     timed_from = start_step  # first step of the current speed interval run by this process
     t_start = t_last = time.perf_counter()
-    for step in range(start_step, total_steps):
-        lr = lr_at(step, total_steps, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss_sum = torch.zeros((), device=device)
-        for m in range(accum):
-            windows = batch(step, m)
-            sync = not distributed or m == accum - 1
-            with contextlib.nullcontext() if sync else model.no_sync(), autocast():
-                _, loss = model(windows[:, :-1], windows[:, 1:], return_logits=False)
-            (loss / accum).backward()
-            loss_sum += loss.detach()
-        torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip, foreach=True)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step_losses[step] = loss_sum / accum
-        done = step + 1
+    # On a terminal, rank 0 shows one live line (tqdm, redrawn in place): step, loss, tokens/s,
+    # MFU and ETA; its progress rows then go to the log file only (``console=False``, see
+    # lmscaling.jobs.configure_logging) and other log lines print above it. Elsewhere (a pipe,
+    # a file) the bar is off and every progress row is one log line.
+    screen = shutil.get_terminal_size()
+    bar = tqdm(
+        total=total_steps,
+        initial=start_step,
+        desc=name,
+        disable=True if rank else None,  # None: off unless stderr is a terminal
+        file=sys.stderr,
+        # The full width: a redraw covers the line of a job drawing there before. 80 x 24
+        # where the terminal does not say (tqdm hides its line on a 0 x 0 pseudo-terminal).
+        ncols=screen.columns,
+        nrows=screen.lines,
+        mininterval=0.5,
+        bar_format=LIVE_LINE.format(figures=""),
+    )
+    with bar, contextlib.nullcontext() if bar.disable else logging_redirect_tqdm():
+        for step in range(start_step, total_steps):
+            lr = lr_at(step, total_steps, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=device)
+            for m in range(accum):
+                windows = batch(step, m)
+                sync = not distributed or m == accum - 1
+                with contextlib.nullcontext() if sync else model.no_sync(), autocast():
+                    _, loss = model(windows[:, :-1], windows[:, 1:], return_logits=False)
+                (loss / accum).backward()
+                loss_sum += loss.detach()
+            torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip, foreach=True)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step_losses[step] = loss_sum / accum
+            done = step + 1
 
-        if done % cfg.log_every == 0 or done == total_steps:
-            recent = step_losses[last_logged:done].clone()
-            if distributed:
-                dist.all_reduce(recent)  # sum over ranks (gloo has no average)
-                recent /= world
-            recent = recent.cpu()  # synchronises with the device
-            finite = torch.isfinite(recent)
-            if not bool(finite.all()):
-                bad = last_logged + int((~finite).nonzero()[0]) + 1
-                raise FloatingPointError(
-                    f"{name}: non-finite training loss at step {bad}/{total_steps} "
-                    f"(lr {lr_at(bad - 1, total_steps, cfg):.3g})"
-                )
-            now = time.perf_counter()
-            rate = (done - timed_from) * tokens_per_step / max(now - t_last, 1e-9)
-            mfu = rate * flops["exact"] / (peak * world) if peak else None
-            row = {
-                "step": done,
-                "tokens": done * tokens_per_step,
-                "loss": float(recent.double().mean()),
-                "lr": lr,
-                "tokens_per_s": rate,
-                "mfu": mfu,
-                "elapsed_s": elapsed_before + now - t_start,
-            }
-            metrics.append(row)
-            if rank == 0:
-                eta = (total_steps - done) * tokens_per_step / rate
-                mfu_text = f" | MFU {100 * mfu:.1f}%" if mfu is not None else ""
-                log.info(
-                    "%s step %d/%d | loss %.3f | lr %.1e | %.1fk tok/s%s | ETA %s",
-                    name,
-                    done,
-                    total_steps,
-                    row["loss"],
-                    lr,
-                    rate / 1e3,
-                    mfu_text,
-                    _format_duration(eta),
-                )
-                if on_log is not None:
-                    on_log(done, row)
-            last_logged, timed_from, t_last = done, done, now
-
-        if rank == 0:
-            for fraction, at in frac_steps.items():
-                if at == done:
-                    save_checkpoint(
-                        checkpoints[checkpoint_name(fraction)]["path"],
-                        raw,
-                        extra={"summary": fraction_summary(fraction, done)},
+            if done % cfg.log_every == 0 or done == total_steps:
+                recent = step_losses[last_logged:done].clone()
+                if distributed:
+                    dist.all_reduce(recent)  # sum over ranks (gloo has no average)
+                    recent /= world
+                recent = recent.cpu()  # synchronises with the device
+                finite = torch.isfinite(recent)
+                if not bool(finite.all()):
+                    bad = last_logged + int((~finite).nonzero()[0]) + 1
+                    raise FloatingPointError(
+                        f"{name}: non-finite training loss at step {bad}/{total_steps} "
+                        f"(lr {lr_at(bad - 1, total_steps, cfg):.3g})"
                     )
-            if cfg.resume_every and done % cfg.resume_every == 0 and done < total_steps:
-                save_resume(done, elapsed_before + time.perf_counter() - t_start)
+                now = time.perf_counter()
+                rate = (done - timed_from) * tokens_per_step / max(now - t_last, 1e-9)
+                mfu = rate * flops["exact"] / (peak * world) if peak else None
+                row = {
+                    "step": done,
+                    "tokens": done * tokens_per_step,
+                    "loss": float(recent.double().mean()),
+                    "lr": lr,
+                    "tokens_per_s": rate,
+                    "mfu": mfu,
+                    "elapsed_s": elapsed_before + now - t_start,
+                }
+                metrics.append(row)
+                if rank == 0:
+                    eta = (total_steps - done) * tokens_per_step / rate
+                    speed = f"{rate / 1e3:.1f}k tok/s"
+                    if mfu is not None:
+                        speed += f" | MFU {100 * mfu:.1f}%"
+                    bar.bar_format = LIVE_LINE.format(
+                        figures=f"loss {row['loss']:.3f} | {speed} | "
+                    )
+                    log.info(
+                        "%s step %d/%d | loss %.3f | lr %.1e | %s | ETA %s",
+                        name,
+                        done,
+                        total_steps,
+                        row["loss"],
+                        lr,
+                        speed,
+                        _format_duration(eta),
+                        extra={"console": bar.disable},
+                    )
+                    if on_log is not None:
+                        on_log(done, row)
+                last_logged, timed_from, t_last = done, done, now
+            bar.update()
+
+            if rank == 0:
+                for fraction, at in frac_steps.items():
+                    if at == done:
+                        save_checkpoint(
+                            checkpoints[checkpoint_name(fraction)]["path"],
+                            raw,
+                            extra={"summary": fraction_summary(fraction, done)},
+                        )
+                if cfg.resume_every and done % cfg.resume_every == 0 and done < total_steps:
+                    save_resume(done, elapsed_before + time.perf_counter() - t_start)
 
     # each step's loss is checked above, but the last update comes after the last loss
     if not all(bool(torch.isfinite(p).all()) for p in raw.parameters()):
