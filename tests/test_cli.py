@@ -153,6 +153,19 @@ def test_bad_input_exits_1_naming_the_file(tmp_path):
     assert proc.returncode == 1 and "t.csv: column 'loss' is not numeric" in proc.stderr
 
 
+def test_fit_without_plots_removes_the_figures_of_an_earlier_fit(fitted, tmp_path):
+    tmp, _ = fitted
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = tmp / "out/scaling_law.png"
+    (out / "scaling_law.png").write_bytes(earlier.read_bytes())
+    (out / "notes.png").write_bytes(b"mine")  # not a figure of the fit: kept
+    proc = run("fit", str(tmp / "points.csv"), "-o", str(out), "--no-plots", "--bootstrap", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["notes.png", "scaling_law.json"]
+    assert f"removed the figures of an earlier fit: {out / 'scaling_law.png'}\n" in proc.stdout
+
+
 def test_fit_prints_each_warning_once(tmp_path):
     # 4 models, one D: L(D) and Chinchilla are skipped with a warning, each printed once
     table = tmp_path / "points.csv"

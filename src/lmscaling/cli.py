@@ -136,17 +136,25 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise fit.FitError(f"-o {out}: exists and is not a directory")
     result = fit.fit_scaling_laws(points, settings=settings, source=str(args.table))
     write_json(out / "scaling_law.json", result)
-    written = [out / "scaling_law.json"]
-    if not args.no_plots:
-        for name, plot in (
-            ("scaling_law", fit.plot_scaling_laws),
-            ("residuals", fit.plot_residuals),
-            ("isoflop", fit.plot_isoflop),
-        ):
-            plot(result, out / f"{name}.png", out / f"{name}.svg")
-            written += [out / f"{name}.png", out / f"{name}.svg"]
+    written, stale = [out / "scaling_law.json"], []
+    for name, plot in (
+        ("scaling_law", fit.plot_scaling_laws),
+        ("residuals", fit.plot_residuals),
+        ("isoflop", fit.plot_isoflop),
+    ):
+        files = [out / f"{name}.png", out / f"{name}.svg"]
+        if not args.no_plots:
+            plot(result, *files)
+            written += files
+            continue
+        for path in files:  # an earlier fit's figures must not sit beside this JSON
+            if path.exists():
+                path.unlink()
+                stale.append(path)
     _print_summary(result["groups"])
     print("wrote " + ", ".join(str(p) for p in written))
+    if stale:
+        print("removed the figures of an earlier fit: " + ", ".join(str(p) for p in stale))
     return 0
 
 
@@ -332,7 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="leave out the K highest-loss fitted points of each group (tokenizer, eval set)",
     )
-    p.add_argument("--no-plots", action="store_true", help="write the JSON only")
+    p.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="write the JSON only (and remove figures of an earlier fit from the folder)",
+    )
     p.set_defaults(func=cmd_fit)
 
     for name, helptext, func in (
