@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -45,6 +47,20 @@ def make_texts(n: int, seed: int = 0) -> list[str]:
         k = rng.randint(5, 60)
         docs.append(" ".join(rng.choice(words + extra) for _ in range(k)) + ".")
     return docs
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal (of unknown size: 80 columns are assumed)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def terminal(monkeypatch, tmp_path: Path) -> Terminal:
+    """A fake terminal; the live line's terminal locks live in tmp_path meanwhile."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return Terminal()
 
 
 @pytest.fixture

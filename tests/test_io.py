@@ -1,3 +1,4 @@
+import logging
 import os
 
 import pytest
@@ -57,6 +58,27 @@ def test_full_disk_error_names_the_output_and_guard_reports_one_line(tmp_path, c
     assert line.startswith("ERROR [prepare_reduce]: no space left on the device writing ")
     assert str(out) in line and "rerun" in line
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary file
+
+
+def test_guard_reports_an_error_once_on_stderr_and_once_in_the_log(tmp_path, capsys):
+    from lmscaling.jobs import configure_logging, guard
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    configure_logging(tmp_path / "job.log")
+    try:
+        with pytest.raises(SystemExit) as stop:
+            with guard("train_model"):
+                raise KeyboardInterrupt
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = saved
+    assert stop.value.code == 130
+    assert capsys.readouterr().err.splitlines() == ["ERROR [train_model]: interrupted"]
+    assert (
+        (tmp_path / "job.log").read_text().endswith("ERROR lmscaling: [train_model] interrupted\n")
+    )
 
 
 def test_guard_lets_other_os_errors_through():

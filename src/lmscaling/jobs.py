@@ -97,6 +97,8 @@ def _storage_message(err: OSError) -> str | None:
 def guard(rule: str) -> Iterator[None]:
     """Run a job body; turn a known error into ``ERROR [rule]: message`` and exit status 1.
 
+    An interruption (KeyboardInterrupt) becomes ``ERROR [rule]: interrupted``, status 130.
+
     Known errors are the stage errors of :func:`known_errors` and storage errors (a full disk,
     a quota, a read-only or forbidden path: :data:`STORAGE_ERRNOS`). Any other error propagates
     with its traceback, which is also written to the job's log file.
@@ -114,6 +116,8 @@ def guard(rule: str) -> Iterator[None]:
     except Exception:
         _log_traceback(rule)
         raise
+    except KeyboardInterrupt:  # Ctrl-C, or Snakemake stopping its jobs
+        _fail(rule, "interrupted", status=130)
 
 
 def _log_traceback(rule: str) -> None:
@@ -130,8 +134,9 @@ def _log_traceback(rule: str) -> None:
             handler.handle(record)
 
 
-def _fail(rule: str, message: str) -> NoReturn:
+def _fail(rule: str, message: str, status: int = 1) -> NoReturn:
     print(f"ERROR [{rule}]: {message}", file=sys.stderr)
     logging.raiseExceptions = False  # the job log may sit on the full disk: no second report
-    logging.getLogger("lmscaling").error("[%s] %s", rule, message)
-    raise SystemExit(1) from None
+    # to the log file: stderr has the line above already
+    logging.getLogger("lmscaling").error("[%s] %s", rule, message, extra={"console": False})
+    raise SystemExit(status) from None

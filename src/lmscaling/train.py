@@ -50,19 +50,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from lmscaling.config import checkpoint_name, checkpoint_steps, optimizer_steps
 from lmscaling.io import atomic_path, read_json
 from lmscaling.model import GPT, GPTConfig, model_id, save_checkpoint
+from lmscaling.progress import LiveLine
 
 log = logging.getLogger("lmscaling.train")
 
 SCHEDULES = ("cosine", "wsd")
 RESUME_FILE = "resume.pt"
-# The live progress line, "L4-D128 step 450/1000 |████▌     | loss 3.210 | 12.3k tok/s | MFU
-# 41.0% | ETA 01:40": tqdm fields in double braces, {figures} those of the last progress row.
-LIVE_LINE = "{{desc}} step {{n_fmt}}/{{total_fmt}} |{{bar}}| {figures}ETA {{remaining}}"
 RESUME_VERSION = 1
 
 # Dense bf16 tensor-core peak FLOP/s (no sparsity) from the vendors' data sheets, matched as a
@@ -490,13 +487,12 @@ def keep_freed_memory_in_heap() -> bool:
     return bool(mallopt(m_mmap_threshold, limit)) and bool(mallopt(m_trim_threshold, limit))
 
 
-def _format_duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m{secs:02d}s"
-    return f"{minutes}m{secs:02d}s"
+def _live_figures(row: dict) -> list[str]:
+    """The figures of a progress row on the live line: loss, tokens/s and MFU where known."""
+    figures = [f"loss {row['loss']:.3f}", f"{row['tokens_per_s'] / 1e3:.1f}k tok/s"]
+    if row["mfu"] is not None:
+        figures.append(f"MFU {100 * row['mfu']:.1f}%")
+    return figures
 
 
 def _fingerprint(model_cfg: GPTConfig, cfg: TrainConfig, n_windows: int, data: str) -> dict:
@@ -607,8 +603,9 @@ def train(
     previous row over all ranks, nats/token), ``"lr", "tokens_per_s"`` (all ranks),
     ``"mfu"`` (None off known GPUs), ``"elapsed_s"}`` is appended to the metrics, passed to
     ``on_log(step, row)`` on rank 0 and logged as one progress line with the ETA. When stderr
-    is a terminal, rank 0 also redraws one live line there after every step (tqdm: step, the
-    last row's loss, tokens/s and MFU, ETA); the progress rows then go to the log file only.
+    is a terminal, rank 0 shows the live line of :class:`lmscaling.progress.LiveLine` there
+    instead (step, the last row's loss, tokens/s and MFU, ETA), and the progress lines go to
+    the log file only.
 
     Args:
         model_cfg: model shape.
@@ -787,25 +784,11 @@ def train(
     last_logged = metrics[-1]["step"] if metrics else 0
     timed_from = start_step  # first step of the current speed interval run by this process
     t_start = t_last = time.perf_counter()
-    # On a terminal, rank 0 shows one live line (tqdm, redrawn in place): step, loss, tokens/s,
-    # MFU and ETA; its progress rows then go to the log file only (``console=False``, see
-    # lmscaling.jobs.configure_logging) and other log lines print above it. Elsewhere (a pipe,
-    # a file) the bar is off and every progress row is one log line.
-    screen = shutil.get_terminal_size()
-    bar = tqdm(
-        total=total_steps,
-        initial=start_step,
-        desc=name,
-        disable=True if rank else None,  # None: off unless stderr is a terminal
-        file=sys.stderr,
-        # The full width: a redraw covers the line of a job drawing there before. 80 x 24
-        # where the terminal does not say (tqdm hides its line on a 0 x 0 pseudo-terminal).
-        ncols=screen.columns,
-        nrows=screen.lines,
-        mininterval=0.5,
-        bar_format=LIVE_LINE.format(figures=""),
-    )
-    with bar, contextlib.nullcontext() if bar.disable else logging_redirect_tqdm():
+    # On a terminal, rank 0 shows one live line (lmscaling.progress) and its progress rows go
+    # to the log file only (``console=False``, see jobs.configure_logging).
+    # (resumed: the figures of the last row until the next one)
+    figures = _live_figures(metrics[-1]) if metrics else []
+    with LiveLine(name, total_steps, start_step, figures, enabled=rank == 0) as live:
         for step in range(start_step, total_steps):
             lr = lr_at(step, total_steps, cfg)
             for group in optimizer.param_groups:
@@ -823,6 +806,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             step_losses[step] = loss_sum / accum
             done = step + 1
+            live.step()
 
             if done % cfg.log_every == 0 or done == total_steps:
                 recent = step_losses[last_logged:done].clone()
@@ -852,27 +836,22 @@ def train(
                 metrics.append(row)
                 if rank == 0:
                     eta = (total_steps - done) * tokens_per_step / rate
-                    speed = f"{rate / 1e3:.1f}k tok/s"
-                    if mfu is not None:
-                        speed += f" | MFU {100 * mfu:.1f}%"
-                    bar.bar_format = LIVE_LINE.format(
-                        figures=f"loss {row['loss']:.3f} | {speed} | "
-                    )
+                    figures = _live_figures(row)  # loss, tokens/s, MFU
+                    live.show(figures)
                     log.info(
-                        "%s step %d/%d | loss %.3f | lr %.1e | %s | ETA %s",
+                        "%s step %d/%d | %s | lr %.1e | %s | ETA %s",
                         name,
                         done,
                         total_steps,
-                        row["loss"],
+                        figures[0],
                         lr,
-                        speed,
-                        _format_duration(eta),
-                        extra={"console": bar.disable},
+                        " | ".join(figures[1:]),
+                        tqdm.format_interval(eta),
+                        extra={"console": not live.enabled},
                     )
                     if on_log is not None:
                         on_log(done, row)
                 last_logged, timed_from, t_last = done, done, now
-            bar.update()
 
             if rank == 0:
                 for fraction, at in frac_steps.items():

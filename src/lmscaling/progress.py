@@ -1,0 +1,185 @@
+"""One live progress line for a training job on a terminal (tqdm), shared by parallel jobs.
+
+Snakemake runs several training jobs at once on one terminal. Each would redraw its own line
+over the others', so a job draws only while it holds the terminal's lock (``flock`` on a file
+named after the terminal in the temporary directory); the others keep trying at every progress
+row and take the line over when its holder ends. Where stderr is not a terminal there is no line.
+
+The line holds whole fields only, in this order: "L4-D80 step 300/489", the loss, tokens/s, MFU
+and ETA, then the bar in what width is left. A field that does not fit is dropped with those
+after it, rather than cut inside a number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+FALLBACK_SIZE = os.terminal_size((80, 24))  # where the terminal says 0 x 0 (tqdm would hide)
+ETA_WIDTH = 8  # "12:34:56"
+MIN_BAR = 5  # narrower than this, no bar
+
+
+def _terminal_size(stream) -> os.terminal_size | None:
+    """Size of the terminal ``stream`` writes to; None when it reports none (0 x 0)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        return None
+    return size if size.columns > 0 and size.lines > 0 else None
+
+
+def _lock_path(stream) -> Path:
+    """The lock file of the terminal ``stream`` writes to, one per user and terminal."""
+    try:
+        terminal = os.ttyname(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        terminal = "terminal"  # a stream that says it is a terminal but has no device
+    name = re.sub(r"[^\w.-]", "-", terminal.strip("/"))
+    return Path(tempfile.gettempdir()) / f"lmscaling-{os.getuid()}-{name}.progress.lock"
+
+
+def line_format(name: str, total: int, figures: list[str], columns: int) -> str:
+    """tqdm ``bar_format`` for the live line: the fields that fit whole, then the bar.
+
+    Args:
+        name: model id, the first field with "step n/total".
+        total: total steps (sizes the step counter field).
+        figures: e.g. ``["loss 4.154", "30.4k tok/s"]``; "ETA" follows them.
+        columns: terminal width.
+
+    Returns:
+        A format for :class:`tqdm.tqdm` with ``{n_fmt}``, ``{total_fmt}``, ``{remaining}`` and
+        ``{bar}`` where they fit; braces in ``name`` and ``figures`` are escaped.
+    """
+    fields = [f"{name} step {total}/{total}", *figures, "ETA " + "0" * ETA_WIDTH]
+    templates = [f"{_escape(name)} step {{n_fmt}}/{{total_fmt}}"]
+    templates += [_escape(f) for f in figures] + ["ETA {remaining}"]
+    used, shown = 0, []
+    for field, template in zip(fields, templates, strict=True):
+        width = len(field) + (3 if shown else 0)  # " | " between fields
+        if shown and used + width > columns:
+            break
+        used += width
+        shown.append(template)
+    text = " | ".join(shown)
+    if columns - used - 3 >= MIN_BAR:
+        text += " |{bar}|"
+    return text
+
+
+def _escape(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+class LiveLine:
+    """The live progress line of one training job (rank 0), see the module docstring.
+
+    Use as a context manager around the training loop; call :meth:`step` after every optimizer
+    step and :meth:`show` at every progress row. :attr:`enabled` says whether the line is this
+    job's progress display (stderr is a terminal; drawn now, :attr:`active`, or once the
+    terminal is free): its progress rows then belong in its log file only, since a line printed
+    on the terminal would land inside the live line of whichever job draws it.
+
+    Args:
+        name: model id shown first.
+        total: total optimizer steps.
+        done: steps already done (a resumed run).
+        figures: the figures to show until the first :meth:`show` (a resumed run's last row).
+        enabled: False draws nothing (ranks other than 0); True draws where ``stream`` is a
+            terminal.
+        stream: where to draw (default ``sys.stderr``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        total: int,
+        done: int = 0,
+        figures: list[str] | None = None,
+        enabled: bool = True,
+        stream=None,
+    ) -> None:
+        self.name, self.total, self.done = name, total, done
+        self.figures = list(figures or [])
+        self.stream = stream or sys.stderr
+        self.enabled = enabled and self.stream.isatty()
+        self.bar: tqdm | None = None
+        self._lock = None
+        self._stack = contextlib.ExitStack()
+
+    @property
+    def active(self) -> bool:
+        return self.bar is not None
+
+    def __enter__(self) -> LiveLine:
+        self._try_to_draw()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()  # the bar ends with a newline, then the lock is released
+        self.bar = None
+
+    def step(self) -> None:
+        """One more optimizer step done."""
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update()
+
+    def show(self, figures: list[str]) -> None:
+        """New figures of the last progress row (e.g. ``["loss 4.154", "30.4k tok/s"]``)."""
+        self.figures = figures
+        if self.bar is None:
+            self._try_to_draw()
+        if self.bar is not None:
+            self.bar.bar_format = self._format()
+            self.bar.refresh()
+
+    def _format(self) -> str:
+        size = _terminal_size(self.stream) or FALLBACK_SIZE
+        return line_format(self.name, self.total, self.figures, size.columns - 1)
+
+    def _try_to_draw(self) -> None:
+        """Take the terminal's line if no other job holds it, and start drawing."""
+        if not self.enabled:
+            return
+        if self._lock is None:
+            try:
+                fd = os.open(_lock_path(self.stream), os.O_RDONLY | os.O_CREAT, 0o600)
+            except OSError:
+                self.enabled = False  # no lock to be had: draw nothing rather than collide
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return
+            self._lock = fd
+            self._stack.callback(self._release)
+        size = _terminal_size(self.stream)
+        self.bar = self._stack.enter_context(
+            tqdm(
+                total=self.total,
+                initial=self.done,
+                file=self.stream,
+                bar_format=self._format(),
+                mininterval=0.5,
+                # follow a resized window; fixed at 80 x 24 where the terminal says 0 x 0
+                dynamic_ncols=size is not None,
+                ncols=None if size else FALLBACK_SIZE.columns,
+                nrows=None if size else FALLBACK_SIZE.lines,
+            )
+        )
+        self._stack.enter_context(logging_redirect_tqdm())  # log lines print above the bar
+
+    def _release(self) -> None:
+        os.close(self._lock)  # closing the descriptor releases the flock
+        self._lock = None
