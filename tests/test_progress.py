@@ -1,7 +1,9 @@
 """The live progress line (lmscaling.progress): whole fields only, one job per terminal."""
 
 import io
+import os
 
+from lmscaling import progress
 from lmscaling.progress import LiveLine, line_format
 
 FIGURES = ["loss 4.154", "30.4k tok/s", "MFU 41.0%"]
@@ -74,3 +76,19 @@ def test_a_resumed_run_starts_at_its_step_with_its_last_figures(terminal):
     with LiveLine("tiny", 10, 4, ["loss 2.000"], stream=terminal):
         pass
     assert terminal.getvalue().lstrip("\r").startswith("tiny step 4/10 | loss 2.000 | ETA ")
+
+
+def test_the_layout_follows_a_resized_terminal(terminal, monkeypatch):
+    size = os.terminal_size((100, 30))
+    monkeypatch.setattr(progress, "_terminal_size", lambda stream: size)
+    with LiveLine("tiny", 20, 0, ["loss 3.000", "1.0k tok/s"], stream=terminal) as live:
+        live.step()
+        live.bar.refresh()
+        wide = terminal.getvalue().rsplit("\r", 1)[-1]
+        size = os.terminal_size((30, 30))
+        live.step()
+        live.bar.refresh()
+        narrow = terminal.getvalue().rsplit("\r", 1)[-1]
+    assert wide.startswith("tiny step 1/20 | loss 3.000 | 1.0k tok/s | ETA ")
+    assert len(wide) == 100 and wide.endswith("|")  # the whole width, the bar last
+    assert narrow == "tiny step 2/20 | loss 3.000"  # whole fields, no padding to 100

@@ -7,7 +7,10 @@ row and take the line over when its holder ends. Where stderr is not a terminal 
 
 The line holds whole fields only, in this order: "L4-D80 step 300/489", the loss, tokens/s, MFU
 and ETA, then the bar in what width is left. A field that does not fit is dropped with those
-after it, rather than cut inside a number.
+after it, rather than cut inside a number; the layout follows the terminal's width as it
+changes. The line fills the whole width, so that a terminal's deferred wrap starts whatever
+another process prints next (Snakemake's job messages, another job's log lines) on a line of
+its own, and the live line is drawn again below it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 FALLBACK_SIZE = os.terminal_size((80, 24))  # where the terminal says 0 x 0 (tqdm would hide)
-ETA_WIDTH = 8  # "12:34:56"
+ETA_WIDTH = 5  # "01:40" (until the rate is known; "1:40:00" once it says hours)
 MIN_BAR = 5  # narrower than this, no bar
 
 
@@ -47,7 +50,9 @@ def _lock_path(stream) -> Path:
     return Path(tempfile.gettempdir()) / f"lmscaling-{os.getuid()}-{name}.progress.lock"
 
 
-def line_format(name: str, total: int, figures: list[str], columns: int) -> str:
+def line_format(
+    name: str, total: int, figures: list[str], columns: int, eta_width: int = ETA_WIDTH
+) -> str:
     """tqdm ``bar_format`` for the live line: the fields that fit whole, then the bar.
 
     Args:
@@ -55,12 +60,13 @@ def line_format(name: str, total: int, figures: list[str], columns: int) -> str:
         total: total steps (sizes the step counter field).
         figures: e.g. ``["loss 4.154", "30.4k tok/s"]``; "ETA" follows them.
         columns: terminal width.
+        eta_width: characters to keep for the ETA's time.
 
     Returns:
         A format for :class:`tqdm.tqdm` with ``{n_fmt}``, ``{total_fmt}``, ``{remaining}`` and
         ``{bar}`` where they fit; braces in ``name`` and ``figures`` are escaped.
     """
-    fields = [f"{name} step {total}/{total}", *figures, "ETA " + "0" * ETA_WIDTH]
+    fields = [f"{name} step {total}/{total}", *figures, "ETA " + "0" * eta_width]
     templates = [f"{_escape(name)} step {{n_fmt}}/{{total_fmt}}"]
     templates += [_escape(f) for f in figures] + ["ETA {remaining}"]
     used, shown = 0, []
@@ -113,6 +119,7 @@ class LiveLine:
         self.stream = stream or sys.stderr
         self.enabled = enabled and self.stream.isatty()
         self.bar: tqdm | None = None
+        self.columns = 0  # the width the line is laid out for
         self._lock = None
         self._stack = contextlib.ExitStack()
 
@@ -132,6 +139,8 @@ class LiveLine:
         """One more optimizer step done."""
         self.done += 1
         if self.bar is not None:
+            if self._size().columns != self.columns:  # the window was resized
+                self._lay_out()
             self.bar.update()
 
     def show(self, figures: list[str]) -> None:
@@ -140,12 +149,24 @@ class LiveLine:
         if self.bar is None:
             self._try_to_draw()
         if self.bar is not None:
-            self.bar.bar_format = self._format()
+            self._lay_out()
             self.bar.refresh()
 
-    def _format(self) -> str:
-        size = _terminal_size(self.stream) or FALLBACK_SIZE
-        return line_format(self.name, self.total, self.figures, size.columns - 1)
+    def _size(self) -> os.terminal_size:
+        return _terminal_size(self.stream) or FALLBACK_SIZE
+
+    def _lay_out(self) -> None:
+        """Fit the fields and the bar to the terminal's present width."""
+        size = self._size()
+        if size.columns != self.columns:  # a fresh printer: no padding to the old width
+            self.bar.sp = self.bar.status_printer(self.bar.fp)
+        rate = self.bar.format_dict["rate"]  # steps/s (tqdm's smoothed estimate), or None
+        eta = tqdm.format_interval((self.total - self.done) / rate) if rate else ""
+        self.columns = self.bar.ncols = size.columns
+        self.bar.nrows = size.lines
+        self.bar.bar_format = line_format(
+            self.name, self.total, self.figures, size.columns, max(ETA_WIDTH, len(eta))
+        )
 
     def _try_to_draw(self) -> None:
         """Take the terminal's line if no other job holds it, and start drawing."""
@@ -164,20 +185,17 @@ class LiveLine:
                 return
             self._lock = fd
             self._stack.callback(self._release)
-        size = _terminal_size(self.stream)
         self.bar = self._stack.enter_context(
             tqdm(
                 total=self.total,
                 initial=self.done,
                 file=self.stream,
-                bar_format=self._format(),
                 mininterval=0.5,
-                # follow a resized window; fixed at 80 x 24 where the terminal says 0 x 0
-                dynamic_ncols=size is not None,
-                ncols=None if size else FALLBACK_SIZE.columns,
-                nrows=None if size else FALLBACK_SIZE.lines,
+                delay=1e-9,  # drawn by the first refresh, once laid out
             )
         )
+        self._lay_out()
+        self.bar.refresh()
         self._stack.enter_context(logging_redirect_tqdm())  # log lines print above the bar
 
     def _release(self) -> None:
