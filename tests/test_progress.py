@@ -1,6 +1,7 @@
 """The live progress line (lmscaling.progress): whole fields only, one job per terminal."""
 
 import io
+import logging
 import os
 
 from lmscaling import progress
@@ -41,17 +42,23 @@ def test_live_line_draws_the_fields_and_ends_with_one_newline(terminal):
     assert final.endswith("|") and len(final) == 80  # the width of an 80-column terminal
 
 
-def test_one_job_draws_at_a_time_the_next_takes_over(terminal):
+def test_one_job_draws_at_a_time_the_next_takes_over(terminal, caplog):
     first = LiveLine("first", 10, stream=terminal).__enter__()
-    with LiveLine("second", 10, stream=terminal) as second:
+    with caplog.at_level(logging.INFO, logger="lmscaling.progress"):
+        second = LiveLine("second", 10, stream=terminal).__enter__()
         assert first.active and second.enabled and not second.active
         second.step()
         second.show(["loss 1.000"])
         assert not second.active  # the terminal is still the first job's
-        first.__exit__(None, None, None)
-        second.step()
-        second.show(["loss 0.500"])
-        assert second.active  # taken over, from its current step
+    assert caplog.messages == [  # said once, not at every try
+        "second: another job's progress is on this terminal; this one's is in its log file "
+        "until that line is free"
+    ]
+    first.__exit__(None, None, None)
+    second.step()
+    second.show(["loss 0.500"])
+    assert second.active  # taken over, from its current step
+    second.__exit__(None, None, None)
     lines = terminal.getvalue().split("\n")
     assert lines[0].rsplit("\r", 1)[-1].startswith("first step 0/10")
     assert lines[1].rsplit("\r", 1)[-1].startswith("second step 2/10 | loss 0.500 |")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import sys
@@ -25,6 +26,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
+
+log = logging.getLogger(__name__)
 
 FALLBACK_SIZE = os.terminal_size((80, 24))  # where the terminal says 0 x 0 (tqdm would hide)
 ETA_WIDTH = 5  # "01:40" (until the rate is known; "1:40:00" once it says hours)
@@ -121,6 +124,7 @@ class LiveLine:
         self.bar: tqdm | None = None
         self.columns = 0  # the width the line is laid out for
         self._lock = None
+        self._waiting = False  # another job holds the terminal's line
         self._stack = contextlib.ExitStack()
 
     @property
@@ -182,6 +186,13 @@ class LiveLine:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 os.close(fd)
+                if not self._waiting:  # said once, so that a silent terminal is explained
+                    self._waiting = True
+                    log.info(
+                        "%s: another job's progress is on this terminal; this one's is in "
+                        "its log file until that line is free",
+                        self.name,
+                    )
                 return
             self._lock = fd
             self._stack.callback(self._release)
