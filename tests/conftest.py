@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import random
 import subprocess
@@ -61,6 +62,26 @@ def terminal(monkeypatch, tmp_path: Path) -> Terminal:
     """A fake terminal; the live line's terminal locks live in tmp_path meanwhile."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     return Terminal()
+
+
+@pytest.fixture
+def job_logging(monkeypatch):
+    """``use(stream=None, log_file=None)``: logging set up as in a job (lmscaling.jobs), to
+    ``stream`` as stderr where given; the test's own handlers come back afterwards."""
+    from lmscaling.jobs import configure_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:]
+
+    def use(stream=None, log_file=None):
+        if stream is not None:
+            monkeypatch.setattr(sys, "stderr", stream)
+        configure_logging(log_file)
+
+    yield use
+    for handler in root.handlers:
+        handler.close()
+    root.handlers[:] = saved
 
 
 @pytest.fixture

@@ -1,4 +1,3 @@
-import logging
 import os
 
 import pytest
@@ -60,20 +59,13 @@ def test_full_disk_error_names_the_output_and_guard_reports_one_line(tmp_path, c
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary file
 
 
-def test_guard_reports_an_error_once_on_stderr_and_once_in_the_log(tmp_path, capsys):
-    from lmscaling.jobs import configure_logging, guard
+def test_guard_reports_an_error_once_on_stderr_and_once_in_the_log(tmp_path, capsys, job_logging):
+    from lmscaling.jobs import guard
 
-    root = logging.getLogger()
-    saved = root.handlers[:]
-    configure_logging(tmp_path / "job.log")
-    try:
-        with pytest.raises(SystemExit) as stop:
-            with guard("train_model"):
-                raise KeyboardInterrupt
-    finally:
-        for handler in root.handlers:
-            handler.close()
-        root.handlers[:] = saved
+    job_logging(log_file=tmp_path / "job.log")
+    with pytest.raises(SystemExit) as stop:
+        with guard("train_model"):
+            raise KeyboardInterrupt
     assert stop.value.code == 130
     assert capsys.readouterr().err.splitlines() == ["ERROR [train_model]: interrupted"]
     assert (
@@ -130,20 +122,13 @@ def test_training_input_errors_are_one_line_job_errors(tmp_path, capsys):
     )
 
 
-def test_unexpected_error_traceback_reaches_the_job_log(tmp_path):
-    import logging
-
-    from lmscaling.jobs import configure_logging, guard
+def test_unexpected_error_traceback_reaches_the_job_log(tmp_path, job_logging):
+    from lmscaling.jobs import guard
 
     log = tmp_path / "job.log"
-    configure_logging(log)
-    try:
-        with pytest.raises(KeyError):
-            with guard("evaluate"):
-                {}["missing"]
-    finally:
-        for handler in list(logging.getLogger().handlers):
-            logging.getLogger().removeHandler(handler)
-            handler.close()
+    job_logging(log_file=log)
+    with pytest.raises(KeyError):
+        with guard("evaluate"):
+            {}["missing"]
     text = log.read_text()
     assert "[evaluate] unexpected error" in text and "Traceback" in text and "KeyError" in text

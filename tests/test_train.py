@@ -7,7 +7,6 @@ import json
 import logging
 import math
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ import torch
 
 import lmscaling.train as train_mod
 from lmscaling.io import sha256_file
-from lmscaling.jobs import configure_logging
 from lmscaling.model import GPT, GPTConfig, load_checkpoint
 from lmscaling.train import (
     PEAK_BF16_FLOPS,
@@ -248,22 +246,6 @@ def test_training_learns_repetitive_stream_and_reports(caplog):
         r" \| ETA \d\d:\d\d",
         lines[0],
     )
-
-
-@pytest.fixture
-def job_logging(monkeypatch):
-    """``use(stream, log_file)``: stderr is ``stream``, logging set up as in a job."""
-    root = logging.getLogger()
-    saved = root.handlers[:]
-
-    def use(stream, log_file=None):
-        monkeypatch.setattr(sys, "stderr", stream)
-        configure_logging(log_file)
-
-    yield use
-    for handler in root.handlers:
-        handler.close()
-    root.handlers[:] = saved
 
 
 def test_progress_is_one_live_line_on_a_terminal_and_rows_in_the_log_file(

@@ -129,6 +129,7 @@ class LiveLine:
 
     @property
     def active(self) -> bool:
+        """Whether this job draws the terminal's line now (it holds the terminal's lock)."""
         return self.bar is not None
 
     def __enter__(self) -> LiveLine:
