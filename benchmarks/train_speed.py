@@ -6,14 +6,23 @@ of
 
 - ours: ``lmscaling.train.train`` (the training loop the workflow runs, eager mode), and
 - the peer: ``transformers.GPT2LMHeadModel`` of the same n_layer, d_model, n_head, context and
-  vocabulary (tied embeddings, dropout off, its default attention: SDPA), trained by the same
-  minimal loop: same batch of windows, mean cross-entropy, fused AdamW, gradient clipping,
+  vocabulary (tied embeddings, dropout off), trained by the same minimal loop: same batch of
+  windows, mean cross-entropy, fused AdamW, gradient clipping,
 
 and prints N (non-embedding parameters, Kaplan et al. 2020), both rates (medians over
 ``--rounds``) and their ratio (goal: ours / peer >= 1.3): the median over the rounds of the
 ratio of the two runs of a round, made back to back with the side going first alternating, so
 background load affects both sides alike. The first ``--warmup`` steps of every run are not
 timed.
+
+Precision: ``--precision`` sets ours (default ``auto``, as in the workflow: bf16 on a CPU with
+bfloat16 instructions, else fp32), ``--peer-precision`` the peer's (default: the same), so the
+like-for-like ratio is the default; ``--peer-precision fp32`` compares with the peer as it
+trains by default. bf16 is autocast on both sides (the peer's forward pass under
+``torch.autocast``, its loss on float32 logits, as the Hugging Face Trainer's ``bf16=True``
+does). The peer's attention is its fastest on CPU in its precision: SDPA (its default) in fp32,
+its ``eager`` matmul attention in bf16, where PyTorch's fused CPU kernel is 3-5x slower than in
+fp32 at head_dim 16 (``--peer-attention`` overrides).
 
 What differs, by design of the two models (not of the measurement): ours has RMSNorm, rotary
 positions, exact GELU and no biases; GPT-2 has LayerNorm, learned positions, tanh-GELU and
@@ -29,10 +38,13 @@ attention kernels (``scaled_dot_product_attention`` and its backward), work of t
 both sides, and the ceiling: the ratio ours would reach if everything else it does took no time
 (peer step time / ours' matmul and attention time). Where that ceiling is near 1.3, the goal
 cannot be met by trimming the rest. The profiler's own cost per op counts as the rest, and ours
-runs more (smaller) ops, so the printed ceiling is if anything too high.
+runs more (smaller) ops, so the printed ceiling is if anything too high. In bf16 both sides'
+attention is matrix products and a softmax (ours: ``lmscaling.model.cpu_bf16_attention``), the
+softmax counting as the rest.
 
 Usage: python benchmarks/train_speed.py [--steps 40] [--warmup 10] [--rounds 3] [--threads 1]
-       [--clock wall|cpu] [--breakdown]
+       [--clock wall|cpu] [--precision auto|bf16|fp32] [--peer-precision auto|bf16|fp32]
+       [--peer-attention sdpa|eager] [--breakdown]
 Needs: pip install 'lmscaling[bench]' (transformers).
 """
 
@@ -42,6 +54,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -49,7 +62,13 @@ import torch.nn.functional as F
 
 from lmscaling.argtypes import add_step_timing_options
 from lmscaling.model import GPTConfig, count_parameters, model_id
-from lmscaling.train import TrainConfig, keep_freed_memory_in_heap, train
+from lmscaling.train import (
+    PRECISIONS,
+    TrainConfig,
+    keep_freed_memory_in_heap,
+    resolve_precision,
+    train,
+)
 
 SHAPES = [(1, 32), (2, 32), (2, 48), (3, 64), (4, 80), (4, 128)]  # (n_layer, d_model)
 VOCAB, CONTEXT, BATCH, HEAD_DIM = 2048, 128, 32, 16
@@ -58,14 +77,21 @@ MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::bad
 
 
 def ours_rate(
-    cfg: GPTConfig, tokens: np.ndarray, steps: int, warmup: int, clock: Callable[[], float]
+    cfg: GPTConfig,
+    tokens: np.ndarray,
+    steps: int,
+    warmup: int,
+    clock: Callable[[], float],
+    precision: str,
 ) -> float:
-    """Steady-state tokens/s of ``lmscaling.train.train`` (steps after ``warmup``)."""
+    """Steady-state tokens/s of ``lmscaling.train.train`` (steps after ``warmup``) in
+    ``precision`` (``"bf16"`` or ``"fp32"``)."""
     train_cfg = TrainConfig(
         tokens=(warmup + steps) * BATCH * CONTEXT,
         batch_size=BATCH,
         log_every=warmup,
         device="cpu",
+        precision=precision,
     )
     marks: list[tuple[int, float]] = []  # (tokens seen, clock) at every progress row
     train(cfg, train_cfg, tokens, on_log=lambda step, row: marks.append((row["tokens"], clock())))
@@ -74,9 +100,16 @@ def ours_rate(
 
 
 def hf_rate(
-    cfg: GPTConfig, tokens: np.ndarray, steps: int, warmup: int, clock: Callable[[], float]
+    cfg: GPTConfig,
+    tokens: np.ndarray,
+    steps: int,
+    warmup: int,
+    clock: Callable[[], float],
+    precision: str,
+    attention: str,
 ) -> float:
-    """Steady-state tokens/s of ``GPT2LMHeadModel`` of the same shape in an equivalent loop."""
+    """Steady-state tokens/s of ``GPT2LMHeadModel`` of the same shape in an equivalent loop, in
+    ``precision`` with the ``attention`` implementation (``"sdpa"`` or ``"eager"``)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
@@ -92,6 +125,7 @@ def hf_rate(
         tie_word_embeddings=True,
         bos_token_id=0,  # GPT-2's 50256 is outside this vocabulary; unused here
         eos_token_id=0,
+        attn_implementation=attention,
     )
     model = GPT2LMHeadModel(hf_cfg)
     model.train()
@@ -104,7 +138,8 @@ def hf_rate(
             t0 = clock()
         starts = rng.integers(0, len(tokens) - CONTEXT, size=BATCH)
         windows = torch.from_numpy(tokens[starts[:, None] + offsets].astype(np.int64))
-        logits = model(input_ids=windows[:, :-1]).logits  # (B, T, V)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(input_ids=windows[:, :-1]).logits  # (B, T, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), windows[:, 1:].flatten())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
@@ -113,8 +148,8 @@ def hf_rate(
     return steps * BATCH * CONTEXT / (clock() - t0)
 
 
-def kernel_share(run: Callable[..., object], *args: object) -> float:
-    """Fraction of the CPU time of ``run(*args)`` spent in matrix products and attention kernels.
+def kernel_share(run: Callable[[], object]) -> float:
+    """Fraction of the CPU time of ``run()`` spent in matrix products and attention kernels.
 
     Sums the self CPU time of the ``MATMUL_OPS`` and of every op whose name contains
     ``scaled_dot_product`` (the fused attention kernels, forward and backward), over the
@@ -123,7 +158,7 @@ def kernel_share(run: Callable[..., object], *args: object) -> float:
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        run(*args)
+        run()
     total = kernels = 0.0
     for event in prof.key_averages():
         total += event.self_cpu_time_total
@@ -148,6 +183,22 @@ def main() -> None:
         help="also profile each side once and print its matmul + attention share and the "
         "ceiling of the ratio (see the module docstring)",
     )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="ours' precision; auto: the workflow's (bf16 on a CPU with bf16 instructions, "
+        "else fp32)",
+    )
+    parser.add_argument(
+        "--peer-precision", choices=PRECISIONS, help="the peer's precision (default: ours)"
+    )
+    parser.add_argument(
+        "--peer-attention",
+        choices=("sdpa", "eager"),
+        help="the peer's attention implementation (default: its fastest on CPU in the "
+        "peer's precision: sdpa in fp32, eager in bf16)",
+    )
     args = parser.parse_args()
     try:
         import transformers
@@ -156,24 +207,31 @@ def main() -> None:
     if args.warmup < 1 or args.steps < args.warmup or args.steps % args.warmup:
         parser.error("--steps must be a positive multiple of --warmup")
     torch.set_num_threads(args.threads)
+    precision = resolve_precision(args.precision, torch.device("cpu"))
+    peer_precision = resolve_precision(args.peer_precision or precision, torch.device("cpu"))
+    attention = args.peer_attention or ("eager" if peer_precision == "bf16" else "sdpa")
     keep_freed_memory_in_heap()  # process-wide: the peer benefits from it too
     tokens = np.random.default_rng(0).integers(0, VOCAB, size=1_000_000).astype(np.uint16)
     print(
         f"torch {torch.__version__}, transformers {transformers.__version__}, "
         f"{torch.get_num_threads()} threads, batch {BATCH}, context {CONTEXT}, vocab {VOCAB}, "
-        f"{args.clock} clock, median of {args.rounds} rounds"
+        f"{args.clock} clock, median of {args.rounds} rounds; ours {precision}, peer "
+        f"{peer_precision} with {attention} attention"
     )
     print(f"{'model':>8} {'N':>9} {'ours tok/s':>11} {'HF tok/s':>10} {'ratio':>6}")
     clock, ratios = CLOCKS[args.clock], []
     for n_layer, d_model in SHAPES:
         cfg = GPTConfig(VOCAB, CONTEXT, n_layer, d_model, n_head=d_model // HEAD_DIM)
+        timing = (cfg, tokens, args.steps, args.warmup, clock)
+        run_ours = partial(ours_rate, *timing, precision)
+        run_peer = partial(hf_rate, *timing, peer_precision, attention)
         ours, peer = [], []
         for i in range(args.rounds):  # back to back, the side that goes first alternating
             for side in ("ours", "peer") if i % 2 == 0 else ("peer", "ours"):
                 if side == "ours":
-                    ours.append(ours_rate(cfg, tokens, args.steps, args.warmup, clock))
+                    ours.append(run_ours())
                 else:
-                    peer.append(hf_rate(cfg, tokens, args.steps, args.warmup, clock))
+                    peer.append(run_peer())
         # The ratio of each round's pair, measured back to back, is steadier than the ratio
         # of the two medians when the background load drifts.
         ratio = statistics.median(a / b for a, b in zip(ours, peer, strict=True))
@@ -183,9 +241,7 @@ def main() -> None:
             f"{statistics.median(ours):>11,.0f} {statistics.median(peer):>10,.0f} {ratio:>5.2f}x"
         )
         if args.breakdown:
-            run_args = (cfg, tokens, args.steps, args.warmup, clock)
-            share_ours = kernel_share(ours_rate, *run_args)
-            share_peer = kernel_share(hf_rate, *run_args)
+            share_ours, share_peer = kernel_share(run_ours), kernel_share(run_peer)
             # peer step time / ours' matmul + attention time, from the unprofiled medians
             ceiling = statistics.median(ours) / statistics.median(peer) / share_ours
             print(

@@ -61,6 +61,14 @@ def test_schema_fills_defaults_and_rejects_unknown_keys():
     bad["data"]["val_fraction"] = 1.5
     with pytest.raises(WorkflowError):
         validate(bad, SCHEMA)
+    config = load()
+    del config["train"]["precision"]
+    validate(config, SCHEMA)
+    assert config["train"]["precision"] == "auto"
+    bad = load()
+    bad["train"]["precision"] = "fp16"
+    with pytest.raises(WorkflowError, match="fp16"):
+        validate(bad, SCHEMA)
 
 
 @pytest.mark.parametrize(

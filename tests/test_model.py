@@ -17,6 +17,7 @@ from lmscaling.model import (
     RMSNorm,
     apply_rotary,
     count_parameters,
+    cpu_bf16_attention,
     linear_cross_entropy,
     load_checkpoint,
     model_id,
@@ -227,6 +228,60 @@ def test_linear_cross_entropy_matches_unfused(vocab):
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
     for got, want in zip(torch.autograd.grad(2.5 * loss, (h, weight)), grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_linear_cross_entropy_under_cpu_bf16_autocast_runs_bf16_matmuls():
+    torch.manual_seed(0)
+    h = torch.randn(300, 16, requires_grad=True)
+    weight = (0.5 * torch.randn(1000, 16)).requires_grad_()
+    targets = torch.randint(0, 1000, (300,))
+    expected = F.cross_entropy(F.linear(h, weight), targets)
+    want = torch.autograd.grad(expected, (h, weight))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = linear_cross_entropy(h, weight, targets)
+        reference = F.cross_entropy(F.linear(h, weight).float(), targets)  # autocast's logits
+    assert loss.dtype == torch.float32 and loss != expected  # bf16 logits: not float32's value
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)  # the same rounding
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-2)
+    got = torch.autograd.grad(loss, (h, weight))
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, w, rtol=0, atol=2e-2 * w.abs().max().item())
+
+
+@pytest.mark.parametrize("T", [16, model_mod.EXPLICIT_ATTENTION_MAX_T + 8])  # both paths
+def test_cpu_bf16_attention_matches_sdpa(T):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, T, 8, requires_grad=True) for _ in range(3))
+    upstream = torch.randn(2, 3, T, 8)
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    want = torch.autograd.grad(expected, (q, k, v), upstream)
+    y = cpu_bf16_attention(q, k, v)
+    assert y.dtype == torch.bfloat16 and y.shape == expected.shape
+    torch.testing.assert_close(y.float(), expected, rtol=0, atol=3e-2)
+    for g, w in zip(torch.autograd.grad(y, (q, k, v), upstream), want, strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=5e-2 * w.abs().max().item())
+    # causal: the last key and value reach the last position only
+    k2, v2 = k.detach().clone(), v.detach().clone()
+    k2[:, :, -1], v2[:, :, -1] = 9.0, -9.0
+    y2 = cpu_bf16_attention(q, k2, v2)
+    assert torch.equal(y2[:, :, :-1], y[:, :, :-1].detach())
+    assert not torch.equal(y2[:, :, -1], y[:, :, -1].detach())
+
+
+def test_model_under_cpu_bf16_autocast_is_close_to_float32():
+    torch.manual_seed(0)
+    model = GPT(tiny())
+    idx, targets = torch.randint(0, 50, (3, 16)), torch.randint(0, 50, (3, 16))
+    _, expected = model(idx, targets)
+    calls = []
+    original = model_mod.cpu_bf16_attention
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(model_mod, "cpu_bf16_attention", lambda *a: calls.append(1) or original(*a))
+            _, loss = model(idx, targets, return_logits=False)
+    assert len(calls) == 2  # one per block: the bf16 attention path ran
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-2) and loss != expected
 
 
 def test_linear_cross_entropy_underflowing_target_probability_stays_exact():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import lmscaling.model as model_mod
 import lmscaling.train as train_mod
 from lmscaling.io import sha256_file
 from lmscaling.model import GPT, GPTConfig, load_checkpoint
@@ -26,6 +27,7 @@ from lmscaling.train import (
     load_tokens,
     lr_at,
     mixture_report,
+    resolve_precision,
     select_device,
     token_groups,
     train,
@@ -56,6 +58,7 @@ def repetitive_stream(n: int = 4000, period: int = 12) -> np.ndarray:
         ("log_every", 0),
         ("threads", -1),
         ("schedule", "linear"),
+        ("precision", "fp16"),
         ("decay_fraction", 1.5),
         ("micro_batch_size", -2),
         ("resume_every", -1),
@@ -79,6 +82,42 @@ def test_select_device(monkeypatch):
         select_device("cuda:1")
     with pytest.raises(ValueError, match="not a valid torch device"):
         select_device("gpu-please")
+
+
+def test_resolve_precision(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) == "fp32"
+    assert resolve_precision("auto", cuda) == "bf16"
+    assert resolve_precision("bf16", cpu) == "bf16"  # asked for: emulated where not native
+    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) == "bf16"
+    assert resolve_precision("fp32", cpu) == "fp32"
+    assert resolve_precision("fp32", cuda) == "fp32"
+
+
+def test_training_in_bf16_on_cpu(monkeypatch, tmp_path, caplog):
+    """auto trains under bf16 autocast on a CPU with bf16 (attention on its bf16 path), close to
+    float32 but not equal to it; a resume file of one precision is not resumed in the other."""
+    tokens = np.random.default_rng(5).integers(0, VOCAB, 3000).astype(np.uint16)
+    cfg = TrainConfig(tokens=8 * 4 * 32, batch_size=4, log_every=4, device="cpu", resume_every=4)
+    calls = []
+    attention = model_mod.cpu_bf16_attention
+    monkeypatch.setattr(
+        model_mod, "cpu_bf16_attention", lambda *a: calls.append(1) or attention(*a)
+    )
+    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda: True)
+    _, summary_bf16, metrics_bf16 = train(MODEL, cfg, tokens, state_dir=tmp_path)
+    assert summary_bf16["precision"] == "bf16" and len(calls) == 8  # 8 steps x 1 block
+    fp32 = TrainConfig(**{**cfg.__dict__, "precision": "fp32"})
+    with caplog.at_level(logging.WARNING, logger="lmscaling.train"):
+        _, summary_fp32, metrics_fp32 = train(MODEL, fp32, tokens, state_dir=tmp_path)
+    assert summary_fp32["precision"] == "fp32" and len(calls) == 8  # no bf16 attention
+    assert summary_fp32["resumed_from_step"] == 0 and "written for other settings" in caplog.text
+    losses_bf16 = [r["loss"] for r in metrics_bf16]
+    losses_fp32 = [r["loss"] for r in metrics_fp32]
+    assert losses_bf16 != losses_fp32
+    assert losses_bf16 == pytest.approx(losses_fp32, rel=1e-2)
 
 
 # --- learning-rate schedule -------------------------------------------------------------------
@@ -370,13 +409,15 @@ def test_bad_token_streams():
 
 def test_gradient_accumulation_matches_one_big_batch():
     tokens = np.random.default_rng(2).integers(0, VOCAB, 3000).astype(np.uint16)
-    cfg = TrainConfig(tokens=10 * 8 * 32, batch_size=8, log_every=5, device="cpu", lr=3e-3)
+    cfg = TrainConfig(
+        tokens=10 * 8 * 32, batch_size=8, log_every=5, device="cpu", lr=3e-3, precision="fp32"
+    )
     model_a, summary_a, metrics_a = train(MODEL, cfg, tokens)
     accum = TrainConfig(**{**cfg.__dict__, "micro_batch_size": 2})
     model_b, summary_b, metrics_b = train(MODEL, accum, tokens)
     assert summary_a["grad_accum_steps"] == 1 and summary_b["grad_accum_steps"] == 4
     assert summary_b["D"] == summary_a["D"] == 10 * 8 * 32
-    # The same windows per step, summed in another order: equal to float tolerance.
+    # The same windows per step, summed in another order: equal to float32 tolerance.
     losses_a, losses_b = [r["loss"] for r in metrics_a], [r["loss"] for r in metrics_b]
     assert losses_b == pytest.approx(losses_a, rel=1e-5)
     for pa, pb in zip(model_a.parameters(), model_b.parameters(), strict=True):

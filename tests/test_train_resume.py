@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from lmscaling.train import load_resume
@@ -22,11 +23,11 @@ CHILD = textwrap.dedent(
     from lmscaling.train import TrainConfig, train
 
     torch.set_num_threads(1)
-    state_dir, out, mode = sys.argv[1:4]
+    state_dir, out, mode, precision = sys.argv[1:5]
     model_cfg = GPTConfig(vocab_size=64, context_length=32, n_layer=2, d_model=32, n_head=2)
     cfg = TrainConfig(
         tokens=24 * 8 * 32, batch_size=8, log_every=4, device="cpu", seed=5,
-        resume_every=6, checkpoint_fractions=(0.25,),
+        resume_every=6, checkpoint_fractions=(0.25,), precision=precision,
     )
     tokens = np.random.default_rng(0).integers(0, 64, 5000).astype(np.uint16)
 
@@ -40,12 +41,12 @@ CHILD = textwrap.dedent(
 )
 
 
-def run_child(tmp_path, state_dir, out, mode):
+def run_child(tmp_path, state_dir, out, mode, precision):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     log = open(tmp_path / f"{Path(state_dir).name}-{mode}.log", "w")
-    cmd = [sys.executable, str(script), str(state_dir), str(out), mode]
+    cmd = [sys.executable, str(script), str(state_dir), str(out), mode, precision]
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -53,9 +54,10 @@ def logs(tmp_path):
     return "\n".join(f"--- {p.name}\n{p.read_text()}" for p in sorted(tmp_path.glob("*.log")))
 
 
-def test_sigkilled_training_resumes_to_the_same_result(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_sigkilled_training_resumes_to_the_same_result(tmp_path, precision):
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
-    child = run_child(tmp_path, killed_dir, tmp_path / "killed.pt", "hang")
+    child = run_child(tmp_path, killed_dir, tmp_path / "killed.pt", "hang", precision)
     resume = killed_dir / "resume.pt"
     deadline = time.monotonic() + 300
     try:
@@ -69,14 +71,15 @@ def test_sigkilled_training_resumes_to_the_same_result(tmp_path):
     assert load_resume(resume)["step"] == 6
     assert (killed_dir / "frac-0.25.pt").exists()  # written at step 6 as well
 
-    rerun = run_child(tmp_path, killed_dir, tmp_path / "killed.pt", "run")
-    clean = run_child(tmp_path, clean_dir, tmp_path / "clean.pt", "run")
+    rerun = run_child(tmp_path, killed_dir, tmp_path / "killed.pt", "run", precision)
+    clean = run_child(tmp_path, clean_dir, tmp_path / "clean.pt", "run", precision)
     assert rerun.wait(timeout=300) == 0 and clean.wait(timeout=300) == 0, logs(tmp_path)
 
     resumed = torch.load(tmp_path / "killed.pt", weights_only=True)
     reference = torch.load(tmp_path / "clean.pt", weights_only=True)
     assert resumed["summary"]["resumed_from_step"] == 6
     assert reference["summary"]["resumed_from_step"] == 0
+    assert resumed["summary"]["precision"] == reference["summary"]["precision"] == precision
     # Bit for bit on CPU: the same final loss, loss curve and weights.
     assert resumed["summary"]["train_loss"] == reference["summary"]["train_loss"]
     assert [r["loss"] for r in resumed["metrics"]] == [r["loss"] for r in reference["metrics"]]

@@ -19,6 +19,8 @@ backward pass (:class:`RMSNorm`), the rotary embedding as one complex multiplica
 (:class:`CausalSelfAttention`) and, for ``model(idx, targets, return_logits=False)``, the LM head
 fused with the cross-entropy chunk by chunk (:func:`linear_cross_entropy`). CUDA and
 ``torch.compile`` run the plain expressions; so does everything when ``CPU_FAST_PATHS`` is False.
+Under CPU autocast to bfloat16 (any thread count) attention runs on :func:`cpu_bf16_attention`
+instead of PyTorch's fused kernel, and the fused loss runs its matrix products in bf16.
 
 Parameter convention (Kaplan et al. 2020, sec. 2.1): ``N`` counts the non-embedding
 parameters, i.e. every trainable parameter except the token-embedding matrix, the learned
@@ -166,6 +168,37 @@ def cpu_training(x: torch.Tensor) -> bool:
     )
 
 
+def cpu_bf16_autocast() -> bool:
+    """Whether CPU autocast to bfloat16 is on (the training loop's ``precision: bf16`` on CPU)."""
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+EXPLICIT_ATTENTION_MAX_T = 128  # longest sequence for which cpu_bf16_attention multiplies out
+
+
+def cpu_bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Causal attention ``softmax(q k^T / sqrt(hd) + mask) v`` (Vaswani et al. 2017, eq. 1) for
+    bf16 training on CPU, where PyTorch's fused CPU kernel is slow in bfloat16.
+
+    ``q``, ``k``, ``v`` are ``(B, H, T, hd)`` float32 or bfloat16; returns ``(B, H, T, hd)``
+    bfloat16. Up to :data:`EXPLICIT_ATTENTION_MAX_T` positions it runs three bf16 matrix products
+    (``baddbmm`` with the causal mask, softmax, ``bmm``) and keeps the ``(B H, T, T)`` scores for
+    the backward pass; beyond that it runs ``scaled_dot_product_attention`` in float32, whose
+    memory does not grow with ``T^2``. Measured forward + backward on one Zen 4 core (heads of
+    ``hd = 16``, 4096 positions in all): at ``T = 128`` the fused kernel takes 80 ms in bf16 and
+    23 ms in float32, this path 17 ms; at ``T = 256`` and 512, 68 and 102 ms in bf16 against 42
+    and 82 ms here; at ``T = 1024`` both about 115 ms.
+    """
+    B, H, T, hd = q.shape
+    if T > EXPLICIT_ATTENTION_MAX_T:
+        y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+        return y.to(torch.bfloat16)
+    q, k, v = (t.to(torch.bfloat16).reshape(B * H, T, hd) for t in (q, k, v))
+    mask = torch.full((T, T), float("-inf"), dtype=torch.bfloat16, device=q.device).triu(1)
+    scores = torch.baddbmm(mask, q, k.transpose(1, 2), alpha=hd**-0.5)  # (B H, T, T)
+    return torch.bmm(scores.softmax(-1).to(torch.bfloat16), v).view(B, H, T, hd)
+
+
 class _RMSNormFunction(torch.autograd.Function):
     """RMSNorm with a hand-derived backward pass.
 
@@ -255,7 +288,10 @@ class CausalSelfAttention(nn.Module):
                 qk = apply_rotary(qk, cos, sin)  # q and k rotated in one pass
         q, k = (t.transpose(1, 2) for t in qk.split(H, dim=2))  # (B, H, T, hd) each
         v = v.view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hd)
+        if x.device.type == "cpu" and cpu_bf16_autocast():
+            y = cpu_bf16_attention(q, k, v)  # (B, H, T, hd)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hd)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.proj(y)  # (B, T, C)
 
@@ -301,40 +337,51 @@ class _LinearCrossEntropy(torch.autograd.Function):
     each ``(rows, V)`` block of logits living only in cache: the ``(N, V)`` logits, their
     log-softmax and its gradient are never written to memory, the same arithmetic as
     ``F.cross_entropy(F.linear(h, weight), y)`` in one pass instead of five.
+
+    With ``bf16`` the three matrix products take bfloat16 operands, as under autocast: the
+    logits are rounded to bf16, the softmax, the loss and the accumulated ``dloss/dW`` stay
+    float32.
     """
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
-    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, bf16: bool
+    ) -> torch.Tensor:
         n, vocab = h.shape[0], weight.shape[0]
         rows = max(1, LOSS_CHUNK_LOGITS // vocab)
-        weight_t, y = weight.t(), targets[:, None]  # (C, V), (N, 1)
+        h_mm, w_mm = (h.bfloat16(), weight.bfloat16()) if bf16 else (h, weight)
+        y = targets[:, None]  # (N, 1)
         p_y = h.new_empty(n, 1)  # P[n, y_n]
         minus_one = h.new_full((rows, 1), -1.0)
-        grad_h = torch.empty_like(h)  # (N, C): (P - Y) W
+        grad_h = torch.empty_like(h_mm)  # (N, C): (P - Y) W
         grad_wt = h.new_zeros(h.shape[1], vocab)  # (C, V): h^T (P - Y), the faster layout
         for lo in range(0, n, rows):
             hi = min(n, lo + rows)
-            h_c, y_c = h[lo:hi], y[lo:hi]  # (c, C), (c, 1)
-            probs = torch.softmax(torch.mm(h_c, weight_t), dim=1)  # (c, V)
+            h_c, y_c = h_mm[lo:hi], y[lo:hi]  # (c, C), (c, 1)
+            probs = torch.softmax(torch.mm(h_c, w_mm.t()), dim=1, dtype=torch.float32)  # (c, V)
             torch.gather(probs, 1, y_c, out=p_y[lo:hi])
             probs.scatter_add_(1, y_c, minus_one[: hi - lo])  # P - Y
-            torch.mm(probs, weight, out=grad_h[lo:hi])
-            grad_wt.addmm_(h_c.t(), probs)
+            if bf16:
+                probs = probs.bfloat16()
+                grad_wt.add_(torch.mm(h_c.t(), probs))
+            else:
+                grad_wt.addmm_(h_c.t(), probs)
+            torch.mm(probs, w_mm, out=grad_h[lo:hi])
         nll = p_y.log_().neg_().squeeze(1)  # (N,) nats
         far = nll > 69.0  # P[n, y_n] < 1e-30 may have underflowed: exact log-sum-exp instead
         if far.any():
-            logits = h[far] @ weight_t
+            logits = h[far] @ weight.t()
             nll[far] = torch.logsumexp(logits, 1) - logits.gather(1, y[far]).squeeze(1)
         ctx.save_for_backward(grad_h, grad_wt)
         return nll.mean()
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
-    def backward(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+    def backward(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
         grad_h, grad_wt = ctx.saved_tensors
         scale = grad_loss / grad_h.shape[0]  # d(mean)/d(row loss) times the upstream gradient
-        return grad_h * scale, grad_wt.t() * scale, None
+        return grad_h.float() * scale, grad_wt.t() * scale, None, None
 
 
 def linear_cross_entropy(
@@ -344,12 +391,13 @@ def linear_cross_entropy(
 
     ``h`` is ``(N, C)`` float, ``weight`` ``(V, C)``, ``targets`` ``(N,)`` int64 in ``[0, V)``.
     Returns the scalar mean loss; its backward pass gives the same gradients as the unfused
-    expression to float32 rounding. The gradients are computed during the forward pass (see
-    ``_LinearCrossEntropy``), so call it only when they are wanted. On one CPU core, for
-    ``N = 4096, V = 2048``, forward + backward take 10-35% less time than the unfused
-    expression (``C`` = 128 ... 32).
+    expression to float32 rounding (to bf16 rounding under CPU autocast to bfloat16, whose
+    matrix products it then runs in bf16 too). The gradients are computed during the forward
+    pass (see ``_LinearCrossEntropy``), so call it only when they are wanted. On one CPU core,
+    for ``N = 4096, V = 2048``, forward + backward take 10-35% less time than the unfused
+    expression (``C`` = 128 ... 32), and 40% less again in bf16 at ``C = 128``.
     """
-    return _LinearCrossEntropy.apply(h, weight, targets)
+    return _LinearCrossEntropy.apply(h, weight, targets, cpu_bf16_autocast())
 
 
 class GPT(nn.Module):

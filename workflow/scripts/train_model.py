@@ -27,6 +27,7 @@ from lmscaling.train import (
     clear_state,
     load_token_groups,
     mixture_report,
+    resolve_precision,
     select_device,
     token_groups,
     train,
@@ -72,6 +73,7 @@ with guard(smk.rule), claim_gpus(gpus if nodes == 1 else 0, smk.params.gpu_locks
         log_every=opts["log_every"],
         threads=smk.threads,
         device=opts["device"],
+        precision=opts["precision"],
         compile=opts["compile"],
         resume_every=smk.config["train"]["resume_every"],
         checkpoint_fractions=tuple(opts["checkpoint_fractions"]),
@@ -90,7 +92,8 @@ with guard(smk.rule), claim_gpus(gpus if nodes == 1 else 0, smk.params.gpu_locks
     report = mixture_report(groups, list(mixture), probs, T + 1, d)
     available = sum(r["tokens"] for r in report.values())  # in shards long enough to sample
     nnodes, nproc = world_layout(gpus, nodes)
-    if select_device(opts["device"]).type != "cuda":
+    device = select_device(opts["device"])
+    if device.type != "cuda":
         if nnodes * nproc > 1:
             log.warning(
                 "%s: %d GPUs asked for (train.gpus), but no CUDA device is visible: "
@@ -105,6 +108,7 @@ with guard(smk.rule), claim_gpus(gpus if nodes == 1 else 0, smk.params.gpu_locks
     params = {"model": asdict(model_cfg), "train": asdict(train_cfg), **counts}
     params.update(model_id=w.model, tokenizer=w.tokenizer, world_size=nnodes * nproc)
     params["flops_per_token"] = flops_per_token(model_cfg)
+    params["precision"] = resolve_precision(train_cfg.precision, device)  # auto, as resolved
     log.info("%s: %s, FLOP/token %s", w.model, counts, params["flops_per_token"])
     with tracking.child_run(
         smk.params.parent, f"train/{w.tokenizer}/{w.model}", tags, params
