@@ -256,15 +256,19 @@ def test_cpu_bf16_attention_matches_sdpa(T):
     upstream = torch.randn(2, 3, T, 8)
     expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     want = torch.autograd.grad(expected, (q, k, v), upstream)
-    y = cpu_bf16_attention(q, k, v)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as in training
+        y = cpu_bf16_attention(q, k, v)
     assert y.dtype == torch.bfloat16 and y.shape == expected.shape
+    if T > model_mod.EXPLICIT_ATTENTION_MAX_T:  # float32 attention, only its output rounded
+        assert torch.equal(y, expected.detach().bfloat16())
     torch.testing.assert_close(y.float(), expected, rtol=0, atol=3e-2)
     for g, w in zip(torch.autograd.grad(y, (q, k, v), upstream), want, strict=True):
         torch.testing.assert_close(g, w, rtol=0, atol=5e-2 * w.abs().max().item())
     # causal: the last key and value reach the last position only
     k2, v2 = k.detach().clone(), v.detach().clone()
     k2[:, :, -1], v2[:, :, -1] = 9.0, -9.0
-    y2 = cpu_bf16_attention(q, k2, v2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y2 = cpu_bf16_attention(q, k2, v2)
     assert torch.equal(y2[:, :, :-1], y[:, :, :-1].detach())
     assert not torch.equal(y2[:, :, -1], y[:, :, -1].detach())
 

@@ -113,7 +113,8 @@ def test_training_in_bf16_on_cpu(monkeypatch, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="lmscaling.train"):
         _, summary_fp32, metrics_fp32 = train(MODEL, fp32, tokens, state_dir=tmp_path)
     assert summary_fp32["precision"] == "fp32" and len(calls) == 8  # no bf16 attention
-    assert summary_fp32["resumed_from_step"] == 0 and "written for other settings" in caplog.text
+    assert summary_fp32["resumed_from_step"] == 0
+    assert "written for other settings (train.precision: 'bf16' -> 'fp32')" in caplog.text
     losses_bf16 = [r["loss"] for r in metrics_bf16]
     losses_fp32 = [r["loss"] for r in metrics_fp32]
     assert losses_bf16 != losses_fp32
@@ -484,7 +485,7 @@ def test_stale_resume_file_is_ignored(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="lmscaling.train"):
         _, summary, _ = train(MODEL, other, tokens, state_dir=tmp_path)
     assert summary["resumed_from_step"] == 0
-    assert "written for other settings" in caplog.text
+    assert "written for other settings (train.lr: 0.003 -> 0.001)" in caplog.text
     (tmp_path / "resume.pt").write_bytes(b"torn")
     with caplog.at_level(logging.WARNING, logger="lmscaling.train"):
         _, summary, _ = train(MODEL, other, tokens, state_dir=tmp_path)
@@ -512,7 +513,8 @@ def test_resume_file_of_other_data_is_ignored(tmp_path, caplog):
     edited[:100] = edited[:100][::-1]  # the same length, so the same number of windows
     with caplog.at_level(logging.WARNING, logger="lmscaling.train"):
         _, summary, _ = train(MODEL, cfg, write_shard(edited), state_dir=state)
-    assert summary["resumed_from_step"] == 0 and "written for other settings" in caplog.text
+    assert summary["resumed_from_step"] == 0
+    assert "written for other settings (data: other token shards)" in caplog.text
     memory = tmp_path / "memory"  # arrays in memory count by their bytes
     train(MODEL, cfg, first.astype(np.uint16), state_dir=memory)
     _, summary, _ = train(MODEL, cfg, first.astype(np.uint16), state_dir=memory)

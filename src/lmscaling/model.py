@@ -184,14 +184,15 @@ def cpu_bf16_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tor
     bfloat16. Up to :data:`EXPLICIT_ATTENTION_MAX_T` positions it runs three bf16 matrix products
     (``baddbmm`` with the causal mask, softmax, ``bmm``) and keeps the ``(B H, T, T)`` scores for
     the backward pass; beyond that it runs ``scaled_dot_product_attention`` in float32, whose
-    memory does not grow with ``T^2``. Measured forward + backward on one Zen 4 core (heads of
-    ``hd = 16``, 4096 positions in all): at ``T = 128`` the fused kernel takes 80 ms in bf16 and
-    23 ms in float32, this path 17 ms; at ``T = 256`` and 512, 68 and 102 ms in bf16 against 42
-    and 82 ms here; at ``T = 1024`` both about 115 ms.
+    memory does not grow with ``T^2`` (autocast is turned off around it). Measured forward +
+    backward on one Zen 4 core (heads of ``hd = 16``, 4096 positions in all): at ``T = 128`` the
+    fused kernel takes 80 ms in bf16 and 23 ms in float32, this path 17 ms; at ``T = 256`` and
+    512, 68 and 102 ms in bf16 against 42 and 82 ms here; at ``T = 1024`` both about 115 ms.
     """
     B, H, T, hd = q.shape
     if T > EXPLICIT_ATTENTION_MAX_T:
-        y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+        with torch.autocast("cpu", enabled=False):  # autocast would run it in bf16 again
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
         return y.to(torch.bfloat16)
     q, k, v = (t.to(torch.bfloat16).reshape(B * H, T, hd) for t in (q, k, v))
     mask = torch.full((T, T), float("-inf"), dtype=torch.bfloat16, device=q.device).triu(1)

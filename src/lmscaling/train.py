@@ -535,6 +535,22 @@ def _fingerprint(
     return {"model": asdict(model_cfg), "train": train, "windows": n_windows, "data": data}
 
 
+def _fingerprint_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``"key: old -> new"`` for every entry where two :func:`_fingerprint` dicts differ, nested
+    keys dotted (``"train.precision: 'bf16' -> 'fp32'"``); a changed data digest reads
+    ``"data: other token shards"``."""
+    changes = []
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += _fingerprint_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(
+                f"{key}: other token shards" if key == "data" else f"{prefix}{key}: {a!r} -> {b!r}"
+            )
+    return changes
+
+
 def _data_digest(arrays: Sequence[np.ndarray]) -> str:
     """sha256 over the token arrays, in order: a shard opened by :func:`load_tokens` counts by
     the sha256 its sidecar records (checked against the file's size there), anything else by
@@ -744,7 +760,8 @@ def train(
         try:
             state = load_resume(resume_path)
             if state["fingerprint"] != fingerprint:
-                raise ResumeError(f"{resume_path}: written for other settings")
+                changes = "; ".join(_fingerprint_changes(state["fingerprint"], fingerprint))
+                raise ResumeError(f"{resume_path}: written for other settings ({changes})")
         except ResumeError as exc:
             log.warning("%s: not resuming, starting afresh: %s", name, exc)
         else:
