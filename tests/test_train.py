@@ -88,7 +88,10 @@ def test_resolve_precision(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda: False)
     assert resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (8, 0))  # A100
     assert resolve_precision("auto", cuda) == "bf16"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device: (7, 0))  # V100
+    assert resolve_precision("auto", cuda) == "fp32"
     assert resolve_precision("bf16", cpu) == "bf16"  # asked for: emulated where not native
     monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda: True)
     assert resolve_precision("auto", cpu) == "bf16"

@@ -39,7 +39,8 @@ def test_cuda_training_learns_and_reports(tmp_path):
     )
     model, summary, metrics = train(MODEL, cfg, repetitive_stream(), state_dir=tmp_path)
     assert summary["device"].startswith("cuda") and summary["grad_accum_steps"] == 2
-    assert summary["precision"] == "bf16"  # auto on CUDA
+    ampere = torch.cuda.get_device_capability() >= (8, 0)
+    assert summary["precision"] == ("bf16" if ampere else "fp32")  # auto on CUDA
     assert metrics[-1]["loss"] < 0.2 * math.log(64)  # bf16 autocast still learns
     assert summary["peak_memory_gb"] > 0
     assert torch.backends.cuda.matmul.allow_tf32
