@@ -14,7 +14,7 @@ Optimisation. AdamW (Loshchilov & Hutter 2019; fused kernel where available) wit
 on weight matrices only, global gradient-norm clipping, a linear warmup then either cosine decay
 (Loshchilov & Hutter 2017) or warmup-stable-decay (WSD: constant, then a linear decay over the
 last ``decay_fraction`` of the steps; Hägele et al. 2024). With ``precision`` bf16 (by default
-on CUDA, and on CPUs with bfloat16 instructions, :func:`resolve_precision`) the forward pass runs
+on GPUs and CPUs with bfloat16 arithmetic, :func:`resolve_precision`) the forward pass runs
 under bf16 autocast, the weights, gradients and optimizer state staying float32; on CUDA the
 float32 matmuls left use TF32. ``compile=True`` tries ``torch.compile`` and falls back to eager
 execution with a logged warning when it cannot compile.
@@ -229,9 +229,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """``"bf16"`` or ``"fp32"`` for a ``precision`` setting on ``device``.
 
     ``"auto"`` is bf16 on a GPU with bf16 tensor cores (compute capability 8.0, Ampere, and
-    later) and on a CPU with :func:`cpu_has_bf16`, else fp32. Measured in
-    ``make demo`` on a 2-core Zen 4 machine, bf16 autocast trains the five models 1.3-1.6x
-    faster than float32, and their held-out losses differ from float32's by -0.2% to +0.6%.
+    later) and on a CPU with :func:`cpu_has_bf16`, else fp32. Measured in ``make demo`` on a
+    2-core Zen 4 machine, bf16 autocast trains the five models 1.3-1.6x faster than float32,
+    and their held-out losses differ from float32's by -0.2% to +0.6% (seed to seed, float32's
+    own spread is about 1%).
     """
     if precision != "auto":
         return precision
