@@ -16,19 +16,20 @@ from pathlib import Path
 from typing import NoReturn
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+CONSOLE = "console"  # log record attribute: extra={CONSOLE: False} keeps it off stderr
 
 
 def configure_logging(log_path: str | Path | None = None, level: int = logging.INFO) -> None:
     """Log to ``log_path`` (the rule's ``log:`` file) and to stderr; replaces earlier handlers.
 
-    A record logged with ``extra={"console": False}`` goes to the log file only: the training
+    A record logged with ``extra={CONSOLE: False}`` goes to the log file only: the training
     progress rows while a live progress line shows them on the terminal (lmscaling.train).
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     console = logging.StreamHandler(sys.stderr)
-    console.addFilter(lambda record: getattr(record, "console", True))
+    console.addFilter(lambda record: getattr(record, CONSOLE, True))
     handlers: list[logging.Handler] = [console]
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -138,5 +139,5 @@ def _fail(rule: str, message: str, status: int = 1) -> NoReturn:
     print(f"ERROR [{rule}]: {message}", file=sys.stderr)
     logging.raiseExceptions = False  # the job log may sit on the full disk: no second report
     # to the log file: stderr has the line above already
-    logging.getLogger("lmscaling").error("[%s] %s", rule, message, extra={"console": False})
+    logging.getLogger("lmscaling").error("[%s] %s", rule, message, extra={CONSOLE: False})
     raise SystemExit(status) from None

@@ -34,21 +34,25 @@ ETA_WIDTH = 5  # "01:40" (until the rate is known; "1:40:00" once it says hours)
 MIN_BAR = 5  # narrower than this, no bar
 
 
-def _terminal_size(stream) -> os.terminal_size | None:
-    """Size of the terminal ``stream`` writes to; None when it reports none (0 x 0)."""
+def _ask_terminal(stream, query):
+    """``query(fd)`` for the file descriptor of ``stream``; None where the stream has none
+    (a test double, a closed file) or the terminal does not answer."""
     try:
-        size = os.get_terminal_size(stream.fileno())
+        return query(stream.fileno())
     except (AttributeError, ValueError, OSError):
         return None
-    return size if size.columns > 0 and size.lines > 0 else None
+
+
+def _terminal_size(stream) -> os.terminal_size | None:
+    """Size of the terminal ``stream`` writes to; None when it reports none (0 x 0)."""
+    size = _ask_terminal(stream, os.get_terminal_size)
+    return size if size and size.columns > 0 and size.lines > 0 else None
 
 
 def _lock_path(stream) -> Path:
     """The lock file of the terminal ``stream`` writes to, one per user and terminal."""
-    try:
-        terminal = os.ttyname(stream.fileno())
-    except (AttributeError, ValueError, OSError):
-        terminal = "terminal"  # a stream that says it is a terminal but has no device
+    # "terminal": a stream that says it is a terminal but has no device
+    terminal = _ask_terminal(stream, os.ttyname) or "terminal"
     name = re.sub(r"[^\w.-]", "-", terminal.strip("/"))
     return Path(tempfile.gettempdir()) / f"lmscaling-{os.getuid()}-{name}.progress.lock"
 

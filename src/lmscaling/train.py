@@ -55,6 +55,7 @@ from tqdm import tqdm
 
 from lmscaling.config import checkpoint_name, checkpoint_steps, optimizer_steps
 from lmscaling.io import atomic_path, read_json
+from lmscaling.jobs import CONSOLE
 from lmscaling.model import GPT, GPTConfig, model_id, save_checkpoint
 from lmscaling.progress import LiveLine
 
@@ -779,8 +780,9 @@ def train(
             _set_rng_states(state["rng"])
             log.info("%s: resuming from step %d/%d", name, start_step, total_steps)
 
+    bf16 = precision == "bf16"
+
     def autocast():
-        bf16 = precision == "bf16"
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def batch(step: int, m: int) -> torch.Tensor:
@@ -841,9 +843,9 @@ def train(
     last_logged = metrics[-1]["step"] if metrics else 0
     timed_from = start_step  # first step of the current speed interval run by this process
     t_start = t_last = time.perf_counter()
-    # On a terminal, rank 0 shows one live line (lmscaling.progress) and its progress rows go
-    # to the log file only (``console=False``, see jobs.configure_logging).
-    # (resumed: the figures of the last row until the next one)
+    # On a terminal, rank 0 shows one live line (lmscaling.progress), starting from the last
+    # row's figures when resumed; its progress rows then go to the log file only (``CONSOLE``,
+    # see jobs.configure_logging).
     figures = _live_figures(metrics[-1]) if metrics else []
     with LiveLine(name, total_steps, start_step, figures, enabled=rank == 0) as live:
         for step in range(start_step, total_steps):
@@ -904,7 +906,7 @@ def train(
                         lr,
                         " | ".join(figures[1:]),
                         tqdm.format_interval(eta),
-                        extra={"console": not live.enabled},
+                        extra={CONSOLE: not live.enabled},
                     )
                     if on_log is not None:
                         on_log(done, row)
