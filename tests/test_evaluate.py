@@ -417,26 +417,34 @@ def test_evaluate_points_every_checkpoint_on_every_set(model_dir, tmp_path):
     assert table["loss"].to_list()[2] == pytest.approx(points[0]["loss"])
 
 
-def test_points_carry_the_models_isoflop_budget(model_dir, tmp_path):
+def test_points_carry_the_models_isoflop_budget_and_precision(model_dir, tmp_path):
     _, sets, models = model_dir
-    # the final summary holds the budget; a fraction checkpoint's does not
+    # the final summary holds the budget and precision; a fraction checkpoint's does not
     ckpts = {
         "frac-0.5": _save(tmp_path / "c/frac-0.5.pt", models["frac-0.5"], 3200, 0.5),
-        "final": _save(tmp_path / "c/model.pt", models["final"], 6400, compute_budget=3.0e9),
+        "final": _save(
+            tmp_path / "c/model.pt", models["final"], 6400, compute_budget=3.0e9, precision="bf16"
+        ),
     }
     result = evaluate_points("tok", "L2-D32-C3e9", ckpts, sets, device="cpu")
     assert [p["budget"] for p in result["points"]] == [3.0e9] * 4
+    assert [p["precision"] for p in result["points"]] == ["bf16"] * 4
     assert result["points"][-1]["C"] != 3.0e9  # C = 6ND of the steps run, not the label
-    # an evaluation written before the column existed reads as a null budget
+    # an evaluation written before the columns existed reads as nulls
     old = {
         **result,
-        "points": [{k: v for k, v in p.items() if k != "budget"} for p in result["points"]],
+        "points": [
+            {k: v for k, v in p.items() if k not in ("budget", "precision")}
+            for p in result["points"]
+        ],
     }
     write_json(tmp_path / "old.json", old)
     write_json(tmp_path / "new.json", result)
     table = points_table([tmp_path / "old.json", tmp_path / "new.json"])
-    assert table.schema["budget"] == pl.Float64
+    assert table.schema["budget"] == pl.Float64 and table.schema["precision"] == pl.Utf8
     assert sorted(table["budget"].to_list(), key=str) == [3.0e9] * 4 + [None] * 4
+    assert table["precision"].drop_nulls().to_list() == ["bf16"] * 4
+    assert table["precision"].null_count() == 4
 
 
 def test_a_model_no_better_than_uniform_is_warned_about(model_dir, tmp_path, caplog):

@@ -67,6 +67,25 @@ def _points(n=5):
     ]
 
 
+def test_models_trained_in_different_precisions_are_warned_about():
+    from lmscaling.fit import FitSettings
+
+    settings = FitSettings(bootstrap=0, holdout=0, axes=("N",))
+    points = _points()
+    mixed = [{**p, "precision": "fp32" if i >= 3 else "bf16"} for i, p in enumerate(points)]
+    mixed[0]["precision"] = None  # a row without one is not counted
+    (group,) = fit_scaling_laws(mixed, settings=settings)["groups"]
+    (warned,) = [w for w in group["warnings"] if "precisions" in w]
+    assert warned.startswith("models trained in different precisions (bf16: m1, m2; fp32: m3, m4)")
+    assert "train.precision" in warned
+    # the fit itself is unchanged by the labels
+    (plain,) = fit_scaling_laws(points, settings=settings)["groups"]
+    assert group["fits"]["N"]["b"] == plain["fits"]["N"]["b"]
+    for alike in ([{**p, "precision": "bf16"} for p in points], points):
+        (group,) = fit_scaling_laws(alike, settings=settings)["groups"]
+        assert not any("precisions" in w for w in group["warnings"])
+
+
 def test_fit_scaling_laws_groups_and_skips_constant_axis(tmp_path):
     from lmscaling.fit import FitSettings
 

@@ -126,6 +126,12 @@ def test_points_table(tiny_run):
     assert final.height == 6 and set(final["checkpoint"]) == {"final"}
     half = table.filter(pl.col("checkpoint") == "frac-0.5")
     assert half.height == 6 and (half["D"] < final["D"].max()).all()
+    # every point records its model's precision as resolved at training time
+    for model in table["model"].unique():
+        summary = json.loads((workdir / f"results/models/bpe-512/{model}/summary.json").read_text())
+        rows = table.filter(pl.col("model") == model)
+        assert rows["precision"].to_list() == [summary["precision"]] * rows.height
+        assert summary["precision"] in ("bf16", "fp32")
 
 
 def test_rerun_schedules_nothing(tiny_run):

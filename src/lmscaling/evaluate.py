@@ -246,7 +246,8 @@ def evaluate_points(
         tokenizer, model_id: names recorded in each point.
         checkpoints: ``{name: path}`` of files written by :func:`lmscaling.model.save_checkpoint`
             with ``extra["summary"]`` holding N, N_total, N_embedding, D (tokens seen), C and,
-            in the final model's, ``compute_budget`` (every point's ``budget``);
+            in the final model's, ``compute_budget`` and ``precision`` (every point's
+            ``budget`` and ``precision``);
             ``"final"`` is the fully trained model, others are e.g. ``"frac-0.5"`` (with
             ``fraction`` and ``step`` in their summary).
         sets: ``{eval_set name: token shard paths}``; each set is read once.
@@ -267,14 +268,14 @@ def evaluate_points(
     if not checkpoints or not sets:
         raise EvalError(f"{tokenizer}/{model_id}: nothing to evaluate ({checkpoints=}, {sets=})")
     data = {name: load_eval_set(paths) for name, paths in sets.items()}
-    points, budget = [], None
+    points, budget, precision = [], None, None
     # the final model first: its summary holds the model's IsoFLOP budget (None outside
-    # train.compute), which every point of the model records
+    # train.compute) and training precision, which every point of the model records
     for name, path in sorted(checkpoints.items(), key=lambda item: item[0] != FINAL):
         model, extra = load_checkpoint(path)
         summary = _checkpoint_summary(path, extra)
         if name == FINAL:
-            budget = summary.get("compute_budget")
+            budget, precision = summary.get("compute_budget"), summary.get("precision")
         cfg = model.config
         for set_name, (tokens, totals) in data.items():
             t0 = time.perf_counter()
@@ -304,6 +305,7 @@ def evaluate_points(
                 "vocab_size": cfg.vocab_size,
                 **{k: summary[k] for k in _SUMMARY_KEYS},
                 "budget": budget,
+                "precision": precision,
                 **{k: scores[k] for k in ("loss", "perplexity", "bpb", "nll_sum", "tokens")},
                 "bytes": scores["bytes"],
                 "docs": totals["docs"],

@@ -408,6 +408,29 @@ def _extrapolation_record(key, name, scale_name, mask, held, n_fit) -> dict:
     }
 
 
+def _precision_warning(rows: list[dict]) -> list[str]:
+    """A warning when the rows' models were trained in more than one precision.
+
+    ``train.precision: auto`` resolves per machine (bf16 where the hardware has it, else
+    fp32), so one experiment spread over unlike nodes can mix both; losses then differ by
+    numerics as well as by scale. Rows without a ``precision`` (tables from elsewhere,
+    evaluations written before the column existed) are not counted.
+    """
+    models: dict[str, set[str]] = {}
+    for i, row in enumerate(rows):
+        if row.get("precision"):
+            models.setdefault(str(row["precision"]), set()).add(
+                str(row.get("model", f"row {i + 1}"))
+            )
+    if len(models) < 2:
+        return []
+    mix = "; ".join(f"{p}: {', '.join(sorted(m))}" for p, m in sorted(models.items()))
+    return [
+        f"models trained in different precisions ({mix}): their losses differ by numerics as "
+        "well as by scale; set train.precision to bf16 or fp32 to train them alike"
+    ]
+
+
 def _fit_group(rows: list[dict], settings: FitSettings, label: str) -> dict:
     """Every analysis on one (tokenizer, eval set) group of points."""
     from lmscaling.chinchilla import ChinchillaFit, SaturatingPowerLawFit
@@ -428,6 +451,7 @@ def _fit_group(rows: list[dict], settings: FitSettings, label: str) -> dict:
     )
     group: dict = {"fits": {}, "saturating": {}, "warnings": [], "extrapolation": []}
     warn = group["warnings"]
+    warn.extend(_precision_warning(rows))
 
     def skip(what: str, reason: str) -> dict:
         warn.append(f"{what} not fitted: {reason}")

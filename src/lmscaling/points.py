@@ -118,6 +118,7 @@ POINT_COLUMNS = [
     "D",
     "C",
     "budget",
+    "precision",
     "loss",
     "perplexity",
     "bpb",
@@ -136,15 +137,17 @@ POINT_COLUMNS = [
 (non-embedding), N_total, N_embedding in parameters (Kaplan et al. 2020, sec. 2.1); D in
 training tokens seen at the checkpoint; C = 6·N·D in FLOP (Kaplan et al. 2020, eq. 2.1); budget
 = the model's compute budget under ``train.compute`` (FLOP; null under the other rules), the
-label that groups an IsoFLOP curve, since whole optimizer steps move C off it; loss
+label that groups an IsoFLOP curve, since whole optimizer steps move C off it; precision = the
+model's training precision as resolved (``"bf16"`` or ``"fp32"``, see
+:func:`lmscaling.train.resolve_precision`; null where the training summary predates it); loss
 in nats/token; perplexity = exp(loss); bpb in bits per UTF-8 byte; nll_sum in nats; tokens =
 scored targets; bytes = UTF-8 bytes of the set's original text; docs = documents in the set;
 context_length, stride (tokens) and bos record how the set was scored.
 """
 
-_TEXT = ("tokenizer", "model", "checkpoint", "eval_set", "bos")
+_TEXT = ("tokenizer", "model", "checkpoint", "eval_set", "precision", "bos")
 _FLOAT = ("fraction", "C", "budget", "loss", "perplexity", "bpb", "nll_sum")
-_OPTIONAL = ("budget",)  # absent from evaluations written before the column existed
+_OPTIONAL = ("budget", "precision")  # absent from evaluations written before they existed
 
 
 class PointsError(ValueError):
