@@ -249,7 +249,9 @@ def test_linear_cross_entropy_under_cpu_bf16_autocast_runs_bf16_matmuls():
         torch.testing.assert_close(g, w, rtol=0, atol=2e-2 * w.abs().max().item())
 
 
-@pytest.mark.parametrize("T", [16, model_mod.EXPLICIT_ATTENTION_MAX_T + 8])  # both paths
+@pytest.mark.parametrize(
+    "T", [1, 15, 16, model_mod.EXPLICIT_ATTENTION_MAX_T + 8]
+)  # query blocks of 0-1, 7-8 and 8 rows; the float32 path beyond the explicit one
 def test_cpu_bf16_attention_matches_sdpa(T):
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 3, T, 8, requires_grad=True) for _ in range(3))
@@ -271,6 +273,34 @@ def test_cpu_bf16_attention_matches_sdpa(T):
         y2 = cpu_bf16_attention(q, k2, v2)
     assert torch.equal(y2[:, :, :-1], y[:, :, :-1].detach())
     assert not torch.equal(y2[:, :, -1], y[:, :, -1].detach())
+
+
+def test_query_blocks_cover_every_position_once():
+    assert model_mod._query_blocks(5, 2) == [(0, 2), (2, 5)]
+    assert model_mod._query_blocks(1, 2) == [(0, 1)]  # no empty block
+    assert model_mod._query_blocks(128, 4) == [(0, 32), (32, 64), (64, 96), (96, 128)]
+
+
+def test_causal_blocks_skip_only_masked_scores(monkeypatch):
+    """Query blocks compute what the whole causal square computes: the same outputs and
+    dq exactly (each from one product per block); dk and dv to bf16 rounding of the sums
+    over blocks."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 40, 8, requires_grad=True) for _ in range(3))
+    upstream = torch.randn(2, 3, 40, 8)
+    results = {}
+    for blocks in (1, 2, 3):
+        monkeypatch.setattr(model_mod, "ATTENTION_QUERY_BLOCKS", blocks)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = cpu_bf16_attention(q, k, v)
+        results[blocks] = (y, torch.autograd.grad(y, (q, k, v), upstream))
+    y1, (dq1, dk1, dv1) = results[1]
+    for blocks in (2, 3):
+        y, (dq, dk, dv) = results[blocks]
+        assert torch.equal(y, y1) and torch.equal(dq, dq1)
+        for got, want in ((dk, dk1), (dv, dv1)):
+            assert not torch.equal(got, want)  # keys seen by several blocks: one sum each
+            torch.testing.assert_close(got, want, rtol=0, atol=2e-2 * want.abs().max().item())
 
 
 def test_model_under_cpu_bf16_autocast_is_close_to_float32():
@@ -299,7 +329,8 @@ def test_linear_cross_entropy_underflowing_target_probability_stays_exact():
     assert torch.isfinite(loss) and loss.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-def test_rmsnorm_matches_torch_forward_and_backward():
+def test_rmsnorm_matches_torch_forward_and_backward(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the CPU training path
     torch.manual_seed(0)
     ours, reference = RMSNorm(24, eps=1e-6), torch.nn.RMSNorm(24, eps=1e-6)
     with torch.no_grad():
@@ -314,6 +345,15 @@ def test_rmsnorm_matches_torch_forward_and_backward():
         torch.testing.assert_close(a, b)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), reference(x), rtol=0, atol=0)  # torch's own kernel
+    # under CPU autocast to bf16 the output is written in bf16, the float32 result rounded
+    # once, and a bf16 upstream gradient gives what its float32 value gives
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = ours(x)
+    assert y.dtype == torch.bfloat16 and torch.equal(y, ours(x).bfloat16())
+    got = torch.autograd.grad(y, (x, ours.weight), upstream.bfloat16())
+    want = torch.autograd.grad(ours(x), (x, ours.weight), upstream.bfloat16().float())
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == torch.float32 and torch.equal(a, b)
 
 
 @pytest.mark.parametrize(
