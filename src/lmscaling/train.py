@@ -232,7 +232,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     ``"auto"`` is bf16 on a GPU with bf16 tensor cores (compute capability 8.0, Ampere, and
     later) and on a CPU with :func:`cpu_has_bf16`, else fp32. Measured in ``make demo`` on a
     2-core Zen 4 machine, bf16 autocast trains the five models 1.3-1.6x faster than float32,
-    and their held-out losses differ from float32's by -0.2% to +0.6% (seed to seed, float32's
+    and their held-out losses differ from float32's by -0.2% to +0.2% (seed to seed, float32's
     own spread is about 1%).
     """
     if precision != "auto":
