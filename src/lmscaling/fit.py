@@ -420,7 +420,7 @@ def _precision_warning(rows: list[dict]) -> list[str]:
     for i, row in enumerate(rows):
         if row.get("precision"):
             models.setdefault(str(row["precision"]), set()).add(
-                str(row.get("model", f"row {i + 1}"))
+                str(row.get("model") or f"row {i + 1}")
             )
     if len(models) < 2:
         return []

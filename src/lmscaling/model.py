@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from lmscaling.config import non_embedding_params, training_flops_per_token
 from lmscaling.io import atomic_path
@@ -190,14 +191,14 @@ class _CausalAttentionBf16(torch.autograd.Function):
 
     Queries are split into :data:`ATTENTION_QUERY_BLOCKS` blocks; block ``[lo, hi)`` scores
     keys ``[0, hi)`` only, since later keys are masked for all its queries. With 2 blocks a
-    quarter of the ``T x T`` scores, of their softmax and of the five products over them is
-    never computed. For ``q``, ``k``, ``v`` as ``(BH, T, hd)`` bf16 and ``s = 1 / sqrt(hd)``,
-    each block computes (Vaswani et al. 2017, eq. 1) ``P = softmax(s q k^T + mask)`` and
-    ``y = P v``; the backward pass, for upstream ``dy``: ``dP = dy v^T``, ``dS = P * (dP -
-    rowsum(dP * P))`` (the softmax gradient), ``dq = s dS k``, ``dk += s dS^T q``, ``dv +=
-    P^T dy``. Keys seen by several blocks accumulate ``dk`` and ``dv`` in bf16, one rounding
-    per block (measured against float64: relative error 5.6e-3 for dk and 4.4e-3 for dv,
-    against 5.4e-3 and 4.2e-3 with one block).
+    quarter of the ``T x T`` scores, of their softmax and of the six products over them (two
+    forward, four backward) is never computed. For ``q``, ``k``, ``v`` as ``(BH, T, hd)``
+    bf16 and ``s = 1 / sqrt(hd)``, each block computes (Vaswani et al. 2017, eq. 1) ``P =
+    softmax(s q k^T + mask)`` and ``y = P v``; the backward pass, for upstream ``dy``: ``dP =
+    dy v^T``, ``dS = P * (dP - rowsum(dP * P))`` (the softmax gradient), ``dq = s dS k``,
+    ``dk += s dS^T q``, ``dv += P^T dy``. Keys seen by several blocks accumulate ``dk`` and
+    ``dv`` in bf16, one rounding per block (measured against float64: relative error 5.6e-3
+    for dk and 4.4e-3 for dv, against 5.4e-3 and 4.2e-3 with one block).
     """
 
     @staticmethod
@@ -217,6 +218,7 @@ class _CausalAttentionBf16(torch.autograd.Function):
         return y.view(B, H, T, hd)
 
     @staticmethod
+    @once_differentiable  # the saved tensors are not part of a graph
     def backward(ctx, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q, k, v, *probs = ctx.saved_tensors
         BH, T, hd = q.shape
@@ -280,6 +282,7 @@ class _RMSNormFunction(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
+    @once_differentiable  # the saved tensors are not part of a graph
     def backward(ctx, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
         x_hat, rstd, weight = ctx.saved_tensors
         grad_weight = (grad_y * x_hat).flatten(0, -2).sum(0)  # (C,) float32
@@ -442,6 +445,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
+    @once_differentiable  # the saved tensors are not part of a graph
     def backward(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
         grad_h, grad_wt = ctx.saved_tensors
         scale = grad_loss / grad_h.shape[0]  # d(mean)/d(row loss) times the upstream gradient
