@@ -81,6 +81,13 @@ def test_models_trained_in_different_precisions_are_warned_about():
     # the fit itself is unchanged by the labels
     (plain,) = fit_scaling_laws(points, settings=settings)["groups"]
     assert group["fits"]["N"]["b"] == plain["fits"]["N"]["b"]
+    # spelled differently, or not given, is not a precision of its own
+    odd = ["BF16 ", "bf16", float("nan"), "", "fp32", None]
+    spelled = [{**p, "precision": v} for p, v in zip(_points(6), odd, strict=True)]
+    spelled[4]["model"] = None
+    (group,) = fit_scaling_laws(spelled, settings=settings)["groups"]
+    (warned,) = [w for w in group["warnings"] if "precisions" in w]
+    assert warned.startswith("models trained in different precisions (bf16: m0, m1; fp32: unnamed)")
     for alike in ([{**p, "precision": "bf16"} for p in points], points):
         (group,) = fit_scaling_laws(alike, settings=settings)["groups"]
         assert not any("precisions" in w for w in group["warnings"])

@@ -303,6 +303,20 @@ def test_causal_blocks_skip_only_masked_scores(monkeypatch):
             torch.testing.assert_close(got, want, rtol=0, atol=2e-2 * want.abs().max().item())
 
 
+def test_hand_written_backward_passes_refuse_double_backward(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the CPU training path
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 4, requires_grad=True)
+    q, k, v = (torch.randn(1, 2, 8, 4, requires_grad=True) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        attention = cpu_bf16_attention(q, k, v).float().sum()
+    norm = RMSNorm(4)(x).sum()
+    loss = linear_cross_entropy(x.view(-1, 4), torch.randn(5, 4), torch.randint(0, 5, (16,)))
+    for out, inp, name in ((attention, q, "attention"), (norm, x, "RMSNorm"), (loss, x, "fused")):
+        with pytest.raises(RuntimeError, match=f"{name}.*double backward"):
+            torch.autograd.grad(out, inp, create_graph=True)
+
+
 def test_model_under_cpu_bf16_autocast_is_close_to_float32():
     torch.manual_seed(0)
     model = GPT(tiny())
@@ -354,6 +368,9 @@ def test_rmsnorm_matches_torch_forward_and_backward(monkeypatch):
     want = torch.autograd.grad(ours(x), (x, ours.weight), upstream.bfloat16().float())
     for a, b in zip(got, want, strict=True):
         assert a.dtype == torch.float32 and torch.equal(a, b)
+    # outside autocast the output keeps the input's dtype, as nn.RMSNorm's does
+    half = RMSNorm(24, eps=1e-6).bfloat16()
+    assert half(x.detach().bfloat16().requires_grad_()).dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize(

@@ -413,15 +413,15 @@ def _precision_warning(rows: list[dict]) -> list[str]:
 
     ``train.precision: auto`` resolves per machine (bf16 where the hardware has it, else
     fp32), so one experiment spread over unlike nodes can mix both; losses then differ by
-    numerics as well as by scale. Rows without a ``precision`` (tables from elsewhere,
-    evaluations written before the column existed) are not counted.
+    numerics as well as by scale. Precisions compare without case or surrounding spaces; rows
+    without one (tables from elsewhere, evaluations written before the column existed) are not
+    counted, and rows without a model name count as "unnamed".
     """
     models: dict[str, set[str]] = {}
-    for i, row in enumerate(rows):
-        if row.get("precision"):
-            models.setdefault(str(row["precision"]), set()).add(
-                str(row.get("model") or f"row {i + 1}")
-            )
+    for row in rows:
+        precision = str(row.get("precision") or "").strip().lower()
+        if precision not in ("", "nan", "none", "null"):
+            models.setdefault(precision, set()).add(str(row.get("model") or "unnamed"))
     if len(models) < 2:
         return []
     mix = "; ".join(f"{p}: {', '.join(sorted(m))}" for p, m in sorted(models.items()))

@@ -50,7 +50,6 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from lmscaling.config import non_embedding_params, training_flops_per_token
 from lmscaling.io import atomic_path
@@ -186,6 +185,23 @@ def _query_blocks(T: int, blocks: int) -> list[tuple[int, int]]:
     return [(lo, hi) for lo, hi in itertools.pairwise(edges) if hi > lo]
 
 
+def _first_order_only(function: str) -> None:
+    """Refuse a double backward pass (``create_graph=True``) through ``function``, a hand-written
+    backward pass whose saved tensors are not part of a graph: its second derivatives would be
+    silently missing.
+
+    Raises:
+        RuntimeError: naming ``function`` when gradient recording is on (the autograd engine
+            turns it on inside a backward pass only for ``create_graph=True``).
+    """
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{function} has a first-order backward pass only; double backward "
+            "(create_graph=True) is not supported; for higher derivatives train in float32 with "
+            "lmscaling.model.CPU_FAST_PATHS = False"
+        )
+
+
 class _CausalAttentionBf16(torch.autograd.Function):
     """Causal attention in bf16 matrix products, skipping the keys a query block cannot see.
 
@@ -218,8 +234,8 @@ class _CausalAttentionBf16(torch.autograd.Function):
         return y.view(B, H, T, hd)
 
     @staticmethod
-    @once_differentiable  # the saved tensors are not part of a graph
     def backward(ctx, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        _first_order_only("bf16 attention on CPU")
         q, k, v, *probs = ctx.saved_tensors
         BH, T, hd = q.shape
         shape, scale = grad_y.shape, hd**-0.5
@@ -282,8 +298,8 @@ class _RMSNormFunction(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
-    @once_differentiable  # the saved tensors are not part of a graph
     def backward(ctx, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+        _first_order_only("RMSNorm on the CPU training path")
         x_hat, rstd, weight = ctx.saved_tensors
         grad_weight = (grad_y * x_hat).flatten(0, -2).sum(0)  # (C,) float32
         grad_x = grad_y * weight  # dL/dx_hat, float32
@@ -303,8 +319,9 @@ class RMSNorm(nn.RMSNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if cpu_training(x) and self.weight is not None:
-            dtype = torch.bfloat16 if cpu_bf16_autocast() else torch.float32
-            return _RMSNormFunction.apply(x, self.weight, self.eps, dtype)
+            dtype = torch.bfloat16 if cpu_bf16_autocast() else x.dtype
+            eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps  # as nn.RMSNorm
+            return _RMSNormFunction.apply(x, self.weight, eps, dtype)
         return super().forward(x)
 
 
@@ -445,8 +462,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
-    @once_differentiable  # the saved tensors are not part of a graph
     def backward(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
+        _first_order_only("the fused LM head and cross-entropy")
         grad_h, grad_wt = ctx.saved_tensors
         scale = grad_loss / grad_h.shape[0]  # d(mean)/d(row loss) times the upstream gradient
         return grad_h.float() * scale, grad_wt.t() * scale, None, None
