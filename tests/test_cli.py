@@ -75,7 +75,7 @@ def test_show_prints_the_fit_summary_of_a_saved_fit(fitted):
     assert proc.stdout.startswith(shown.stdout) and shown.stdout.startswith("all points: 15 points")
     group = json.loads(path.read_text())["groups"][0]
     b_lo, b_hi = group["fits"]["N"]["b_ci"]
-    assert f"b [{b_lo:.4g}, {b_hi:.4g}]" in shown.stdout
+    assert f"b [{b_lo:.4g}, {b_hi:.4g}]  R^2 {group['fits']['N']['r2']:.3f}" in shown.stdout
     as_json = json.loads(run("show", str(path), "--json").stdout)
     assert as_json["groups"] == [group]
     missing = run("show", str(path), "--tokenizer", "bpe-9")

@@ -169,12 +169,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _print_summary(groups: list[dict]) -> None:
-    """Per group: its points, each power law with the exponent's interval, the Chinchilla
+    """Per group: its points, each power law with the exponent's interval and R^2, the Chinchilla
     parameters with theirs, the extrapolation check and the warnings."""
     for g in groups:
         print(f"{_label(g)}: {g['n_points']} points")
         for axis, law in g["fits"].items():
-            print(f"  L({axis}) = {_fmt(law['a'])} * {axis}^{_fmt(law['b'])}  b {_ci(law['b_ci'])}")
+            r2 = "" if law.get("r2") is None else f"  R^2 {law['r2']:.3f}"  # None: undefined
+            law_text = f"L({axis}) = {_fmt(law['a'])} * {axis}^{_fmt(law['b'])}"
+            print(f"  {law_text}  b {_ci(law['b_ci'])}{r2}")
         chin = g.get("chinchilla", {})
         if "params" in chin:
             p, iv = chin["params"], chin["intervals"]
