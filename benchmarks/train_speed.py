@@ -33,14 +33,16 @@ backward pass (``lmscaling.model.RMSNorm``): the model's own CPU training paths.
 its forward pass and ``F.cross_entropy`` on the logits, the usual way to train it.
 
 With ``--breakdown`` it also profiles one more run of each side (``torch.profiler``) and prints
-the share of its CPU time spent in matrix products (``aten::mm``, ``addmm``, ``bmm``) and in the
-attention kernels (``scaled_dot_product_attention`` and its backward), work of the same size on
-both sides, and the ceiling: the ratio ours would reach if everything else it does took no time
+the share of its CPU time spent in matrix products (``aten::mm``, ``addmm``, ``bmm``,
+``baddbmm`` and their in-place forms) and in the attention kernels
+(``scaled_dot_product_attention`` and its backward), work of about the same size on both sides,
+and the ceiling: the ratio ours would reach if everything else it does took no time
 (peer step time / ours' matmul and attention time). Where that ceiling is near 1.3, the goal
 cannot be met by trimming the rest. The profiler's own cost per op counts as the rest, and ours
 runs more (smaller) ops, so the printed ceiling is if anything too high. In bf16 both sides'
-attention is matrix products and a softmax (ours: ``lmscaling.model.cpu_bf16_attention``), the
-softmax counting as the rest.
+attention is matrix products and a softmax (ours: ``lmscaling.model.cpu_bf16_attention``, over
+the causal blocks of the scores only, so a quarter less of both), the softmax counting as the
+rest.
 
 Usage: python benchmarks/train_speed.py [--steps 40] [--warmup 10] [--rounds 3] [--threads 1]
        [--clock wall|cpu] [--precision auto|bf16|fp32] [--peer-precision auto|bf16|fp32]
@@ -73,7 +75,14 @@ from lmscaling.train import (
 SHAPES = [(1, 32), (2, 32), (2, 48), (3, 64), (4, 80), (4, 128)]  # (n_layer, d_model)
 VOCAB, CONTEXT, BATCH, HEAD_DIM = 2048, 128, 32, 16
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}  # seconds
-MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm")
+MATMUL_OPS = (
+    "aten::mm",
+    "aten::addmm",
+    "aten::addmm_",
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::baddbmm_",
+)
 
 
 def ours_rate(
