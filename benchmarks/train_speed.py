@@ -57,6 +57,7 @@ import statistics
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -85,16 +86,21 @@ MATMUL_OPS = (
 )
 
 
-def ours_rate(
-    cfg: GPTConfig,
-    tokens: np.ndarray,
-    steps: int,
-    warmup: int,
-    clock: Callable[[], float],
-    precision: str,
-) -> float:
+class Timing(NamedTuple):
+    """One measured run: the model shape, the token stream, ``steps`` timed after ``warmup``
+    untimed ones, and the ``clock`` (seconds)."""
+
+    cfg: GPTConfig
+    tokens: np.ndarray
+    steps: int
+    warmup: int
+    clock: Callable[[], float]
+
+
+def ours_rate(timing: Timing, precision: str) -> float:
     """Steady-state tokens/s of ``lmscaling.train.train`` (steps after ``warmup``) in
     ``precision`` (``"bf16"`` or ``"fp32"``)."""
+    cfg, tokens, steps, warmup, clock = timing
     train_cfg = TrainConfig(
         tokens=(warmup + steps) * BATCH * CONTEXT,
         batch_size=BATCH,
@@ -108,18 +114,12 @@ def ours_rate(
     return (last_tokens - first_tokens) / (last_t - first_t)
 
 
-def hf_rate(
-    cfg: GPTConfig,
-    tokens: np.ndarray,
-    steps: int,
-    warmup: int,
-    clock: Callable[[], float],
-    precision: str,
-    attention: str,
-) -> float:
+def hf_rate(timing: Timing, precision: str, attention: str) -> float:
     """Steady-state tokens/s of ``GPT2LMHeadModel`` of the same shape in an equivalent loop, in
     ``precision`` with the ``attention`` implementation (``"sdpa"`` or ``"eager"``)."""
     from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg, tokens, steps, warmup, clock = timing
 
     torch.manual_seed(0)
     hf_cfg = GPT2Config(
@@ -231,9 +231,9 @@ def main() -> None:
     clock, ratios = CLOCKS[args.clock], []
     for n_layer, d_model in SHAPES:
         cfg = GPTConfig(VOCAB, CONTEXT, n_layer, d_model, n_head=d_model // HEAD_DIM)
-        timing = (cfg, tokens, args.steps, args.warmup, clock)
-        run_ours = partial(ours_rate, *timing, precision)
-        run_peer = partial(hf_rate, *timing, peer_precision, attention)
+        timing = Timing(cfg, tokens, args.steps, args.warmup, clock)
+        run_ours = partial(ours_rate, timing, precision)
+        run_peer = partial(hf_rate, timing, peer_precision, attention)
         ours, peer = [], []
         for i in range(args.rounds):  # back to back, the side that goes first alternating
             for side in ("ours", "peer") if i % 2 == 0 else ("peer", "ours"):
