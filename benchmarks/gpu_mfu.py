@@ -9,6 +9,11 @@ compilation, are not timed), the MFU = tokens/s x FLOP per token / device peak (
 bf16 from ``lmscaling.train.PEAK_BF16_FLOPS``) and the peak GPU memory. Goal on a Hopper GPU
 (H100/H200): MFU >= 45%.
 
+Several micro-batch sizes (``--micro-batch 32 48 64``) are measured one after the other in
+the same process, each with a fresh model and a fresh compilation (so no run is compiled for a
+dynamic batch size), and printed as one table: the size to write into the preset's
+``train.micro_batch_size`` is the fastest one whose peak memory fits the cluster's GPUs.
+
 ``--tiny`` runs a small model on whatever device is there (e.g. a CPU, where MFU is not
 defined) to check that the script works; without it, the script stops at once where there is
 no CUDA device.
@@ -18,7 +23,8 @@ Measured on H200s (torch 2.11, CUDA 13.0) at micro-batch 32 (the preset's): 44.3
 eager mode at 16. The attention term counts causal attention's work (half of the T x T scores);
 the convention of PaLM (Chowdhery et al. 2022, app. B), which counts all of them, gives 6% more.
 
-Usage: python benchmarks/gpu_mfu.py [--steps 300] [--warmup 50] [--micro-batch N] [--tiny]
+Usage: python benchmarks/gpu_mfu.py [--steps 300] [--warmup 50] [--micro-batch N [N ...]]
+       [--no-compile] [--tiny]
 """
 
 from __future__ import annotations
@@ -50,6 +56,36 @@ def largest_preset_model() -> tuple[GPTConfig, int]:
     return largest, config["train"]["micro_batch_size"]
 
 
+def measure(
+    model_cfg: GPTConfig, batch: int, args: argparse.Namespace, device: torch.device
+) -> dict:
+    """Train ``model_cfg`` at micro-batch ``batch`` for ``args.steps`` steps on random tokens.
+
+    Returns ``{"batch", "rate"`` (steady-state tokens/s after ``args.warmup`` steps), ``"flops"``
+    (FLOP per token, ``exact``), ``"summary"`` (``train()``'s summary)``}``.
+    """
+    cfg = TrainConfig(
+        tokens=args.steps * batch * model_cfg.context_length,
+        batch_size=batch,
+        lr=3e-4,
+        warmup_fraction=0.1,
+        log_every=args.warmup,
+        device=str(device),
+        compile=not args.no_compile,
+    )
+    tokens = np.random.default_rng(0).integers(0, model_cfg.vocab_size, 10_000_000)
+    tokens = tokens.astype(np.uint16 if model_cfg.vocab_size <= 2**16 else np.uint32)
+    _, summary, metrics = train(model_cfg, cfg, tokens, name=f"mfu-{batch}")
+    first, last = metrics[0], metrics[-1]  # first row: end of the untimed steps
+    rate = (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"])
+    return {
+        "batch": batch,
+        "rate": rate,
+        "flops": summary["flops_per_token"]["exact"],
+        "summary": summary,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=positive_int, default=300, help="optimizer steps (all)")
@@ -57,7 +93,9 @@ def main() -> None:
     parser.add_argument(
         "--micro-batch",
         type=positive_int,
-        help="sequences per step (default: the preset's train.micro_batch_size; 16 with --tiny)",
+        nargs="+",
+        help="sequences per step, one run each (default: the preset's train.micro_batch_size; "
+        "16 with --tiny)",
     )
     parser.add_argument("--no-compile", action="store_true", help="eager mode")
     parser.add_argument("--tiny", action="store_true", help="small model, any device")
@@ -74,44 +112,39 @@ def main() -> None:
         )
     if args.tiny:
         model_cfg = GPTConfig(vocab_size=512, context_length=64, n_layer=2, d_model=64, n_head=2)
-        batch = args.micro_batch or 16
+        batches = args.micro_batch or [16]
     else:
         model_cfg, preset_micro = largest_preset_model()
-        batch = args.micro_batch or preset_micro
-    cfg = TrainConfig(
-        tokens=args.steps * batch * model_cfg.context_length,
-        batch_size=batch,
-        lr=3e-4,
-        warmup_fraction=0.1,
-        log_every=args.warmup,
-        device=str(device),
-        compile=not args.no_compile,
-    )
-    tokens = np.random.default_rng(0).integers(0, model_cfg.vocab_size, 10_000_000)
-    tokens = tokens.astype(np.uint16 if model_cfg.vocab_size <= 2**16 else np.uint32)
-    _, summary, metrics = train(model_cfg, cfg, tokens, name="mfu")
+        batches = args.micro_batch or [preset_micro]
+    runs = []
+    for batch in batches:
+        torch._dynamo.reset()  # compile each size afresh, not for a dynamic batch dimension
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        runs.append(measure(model_cfg, batch, args, device))
 
-    first, last = metrics[0], metrics[-1]  # first row: end of the untimed steps
-    rate = (last["tokens"] - first["tokens"]) / (last["elapsed_s"] - first["elapsed_s"])
-    flops = summary["flops_per_token"]["exact"]
+    summary = runs[0]["summary"]
     peak = device_peak_flops(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
         f"model L{model_cfg.n_layer}-D{model_cfg.d_model}: N {summary['N']:,} "
-        f"(total {summary['N_total']:,}), context {model_cfg.context_length}, "
-        f"batch {batch} x {model_cfg.context_length} tokens"
+        f"(total {summary['N_total']:,}), context {model_cfg.context_length}; "
+        f"FLOP/token {runs[0]['flops']:,.0f} (6N = {summary['flops_per_token']['6N']:,.0f})"
     )
     print(f"device {name}, torch {torch.__version__}, compiled {summary['compiled']}")
-    print(f"tokens/s      {rate:,.0f}")
-    print(f"FLOP/token    {flops:,.0f} (6N = {summary['flops_per_token']['6N']:,.0f})")
-    print(f"achieved      {rate * flops / 1e12:,.1f} TFLOP/s")
-    if peak:
-        print(f"MFU           {100 * rate * flops / peak:.1f}% of {peak / 1e12:,.0f} TFLOP/s")
-    else:
-        print("MFU           n/a (no known peak for this device)")
-    if summary["peak_memory_gb"] is not None:
-        print(f"peak memory   {summary['peak_memory_gb']:.1f} GiB")
-    print(f"final loss    {summary['train_loss']:.3f} nats/token (random tokens: ~ln V)")
+    peak_note = f"MFU: % of {peak / 1e12:,.0f} TFLOP/s" if peak else "MFU n/a: no known peak"
+    header = f"{'micro-batch':>11} {'tokens/s':>10} {'TFLOP/s':>8} {'MFU':>6} {'memory':>9}"
+    print(f"{header} {'loss':>6}  ({peak_note})")
+    for run in runs:
+        achieved = run["rate"] * run["flops"]
+        mfu = f"{100 * achieved / peak:.1f}%" if peak else "n/a"
+        memory = run["summary"]["peak_memory_gb"]
+        memory = f"{memory:.1f} GiB" if memory is not None else "n/a"
+        print(
+            f"{run['batch']:>11} {run['rate']:>10,.0f} {achieved / 1e12:>8,.1f} {mfu:>6} "
+            f"{memory:>9} {run['summary']['train_loss']:>6.3f}"
+        )
+    print("loss: final training loss in nats/token (random tokens: about ln V)")
 
 
 if __name__ == "__main__":
