@@ -248,6 +248,60 @@ def test_a_number_yaml_reads_as_text_gets_its_spelling():
     assert yaml.safe_load("[20000, 1.0e+19, 3.25e+09, 3.0e-03]") == [20000, 1e19, 3.25e9, 3e-3]
 
 
+def test_integral_floats_become_ints_before_any_job():
+    """JSON Schema counts 2.0 as an integer; the jobs' own checks (and range()) do not. Such a
+    float where an integer is wanted reaches the jobs as an int, whatever form the key takes."""
+    config = tiny()
+    config["seed"] = 1337.0
+    config["models"]["context_length"] = 64.0
+    config["models"]["mlp_ratio"] = 4.0
+    config["models"]["grid"][0]["n_layer"] = 1.0
+    config["train"].update(
+        tokens=1.2e5, batch_size=16.0, log_every=5.0, resume_every=20.0, micro_batch_size=8.0
+    )
+    config["eval"]["batch_size"] = 32.0
+    parse_time_checks(config)
+    values = [
+        config["seed"],
+        config["models"]["context_length"],
+        config["models"]["mlp_ratio"],
+        config["models"]["grid"][0]["n_layer"],
+        *(config["train"][k] for k in ("tokens", "batch_size", "log_every", "resume_every")),
+        config["train"]["micro_batch_size"],
+        config["eval"]["batch_size"],
+    ]
+    assert values == [1337, 64, 4, 1, 120000, 16, 5, 20, 8, 32]
+    assert all(type(v) is int for v in values)
+    assert type(config["train"]["lr"]) is float  # a number key keeps its float
+
+
+def test_a_fractional_value_of_an_integer_key_is_refused():
+    config = tiny()
+    config["train"]["log_every"] = 2.5
+    config["train"]["batch_size"] = 16.5
+    with pytest.raises(ConfigError) as err:
+        validate_schema(config, SCHEMA)
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("train.batch_size: 16.5 is not valid under any of the given")
+    assert lines[1] == "train.log_every: 2.5 is not of type 'integer'"
+
+
+def test_a_quoted_number_and_a_yaml_boolean_get_their_hints():
+    config = tiny()
+    config["train"]["tokens_per_parameter"] = "20"
+    config["train"]["tokens"] = None
+    config["train"].update(yaml.safe_load("precision: off\ndevice: no"))
+    with pytest.raises(ConfigError) as err:
+        validate_schema(config, SCHEMA)
+    boolean = " (YAML reads an unquoted yes, no, on or off as a boolean: write text in quotes)"
+    assert str(err.value).splitlines() == [
+        "train.device: False is not of type 'string'" + boolean,
+        "train.precision: False is not one of ['auto', 'bf16', 'fp32']" + boolean,
+        "train.tokens_per_parameter: '20' is not of type 'number', 'null' (a number in quotes "
+        "is text: write 20 without them)",
+    ]
+
+
 GRID = [{"n_layer": 1, "d_model": 16, "n_head": 1}]
 IMPOSSIBLE = {
     "d_model-not-divisible": (

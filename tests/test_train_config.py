@@ -121,6 +121,9 @@ def test_scale_rules():
     with pytest.raises(ConfigError, match="max_N must increase"):
         rows = [{"max_N": 1e5, "value": 1}, {"max_N": 1e3, "value": 2}, {"max_N": None, "value": 3}]
         scale_rule({"table": rows}, 1, "k")
+    with pytest.raises(ConfigError, match="max_N must increase"):  # the second row never applies
+        rows = [{"max_N": 1e5, "value": 1}, {"max_N": 1e5, "value": 2}, {"max_N": None, "value": 3}]
+        scale_rule({"table": rows}, 1, "k")
 
 
 def test_train_settings_resolve_per_size(config):

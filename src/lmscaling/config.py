@@ -8,6 +8,7 @@ one message naming the key.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -464,7 +465,7 @@ def _check_scale_rule(rule, key: str) -> None:
         if not limits or limits[-1] is not None:
             raise ConfigError(f"{key}.table: the last row must have max_N: null (no limit)")
         bounded = limits[:-1]
-        if None in bounded or bounded != sorted(bounded):
+        if None in bounded or any(b <= a for a, b in itertools.pairwise(bounded)):
             raise ConfigError(f"{key}.table: max_N must increase, with null only in the last row")
 
 

@@ -77,6 +77,18 @@ def _check_finite(value, path: list) -> None:
             _check_finite(v, [*path, i])
 
 
+def _is_integer(checker, instance) -> bool:
+    """JSON Schema's ``integer`` without the floats it admits (``2.0``): those are converted to
+    ``int`` by :func:`validate_schema` where the key wants an integer, so that no job sees one."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+)
+
+
 def _types(branch: dict, schema: dict) -> set[str]:
     """JSON types a schema branch accepts: its ``type``, through a local ``$ref`` and ``oneOf``."""
     if "$ref" in branch:
@@ -95,7 +107,7 @@ def _closest(err, schema: dict):
     """Among the errors of a oneOf/anyOf's alternatives, those of the alternative(s) declaring
     the value's type (the mapping form for a mapping), best first; None when no alternative
     takes that type (the oneOf's own message says it best)."""
-    checker = jsonschema.Draft202012Validator.TYPE_CHECKER
+    checker = _Validator.TYPE_CHECKER
 
     def fits(sub) -> bool:
         branch = err.validator_value[sub.relative_schema_path[0]]
@@ -126,6 +138,25 @@ def _yaml11_number(err, schema: dict) -> bool:
         return False
 
 
+def _yaml11_boolean(err, schema: dict) -> bool:
+    """A boolean refused where text was wanted: YAML 1.1 reads an unquoted ``yes``, ``no``,
+    ``on`` or ``off`` as true or false."""
+    if not isinstance(err.instance, bool):
+        return False
+    if err.validator == "enum":
+        return any(isinstance(value, str) for value in err.validator_value)
+    return "string" in _wanted_types(err, schema)
+
+
+def _number_hint(text: str, wanted) -> str:
+    """How to write the number that the string ``text`` holds (see :func:`_yaml11_number`)."""
+    if "e" not in text.lower():
+        return f" (a number in quotes is text: write {text.strip()} without them)"
+    return (
+        f" (YAML reads {text} as text, not a number: write {_yaml11_spelling(float(text), wanted)})"
+    )
+
+
 def _yaml11_spelling(value: float, wanted) -> str:
     """``value`` as YAML 1.1 reads a number: ``20000`` for an integer key, else ``1.5e+09``."""
     if "number" not in wanted and value.is_integer():
@@ -135,13 +166,41 @@ def _yaml11_spelling(value: float, wanted) -> str:
     return f"{mantissa}0e{exponent}" if mantissa.endswith(".") else f"{mantissa}e{exponent}"
 
 
+def _errors(config: dict, schema: dict):
+    """The schema violations of ``config``; for a key with alternative forms (oneOf/anyOf), the
+    problem with the alternative of the value's type."""
+    for err in _Validator(schema).iter_errors(config):
+        while err.context and (closer := _closest(err, schema)) is not None:
+            err = closer
+        yield err
+
+
+def _integral_floats_to_int(config: dict, schema: dict) -> None:
+    """Replace, in place, every integer-valued float where the schema wants an integer
+    (``tokens: 2.0e+6``, ``log_every: 2.0``) by the ``int``: JSON Schema counts such a float as
+    an integer, but the jobs' integer checks and ``range`` refuse it."""
+    for err in list(_errors(config, schema)):
+        value = err.instance
+        if not (isinstance(value, float) and value.is_integer()):
+            continue
+        if "integer" not in _wanted_types(err, schema):
+            continue
+        *parents, last = err.absolute_path
+        holder = config
+        for part in parents:
+            holder = holder[part]
+        holder[last] = int(value)
+
+
 def validate_schema(config: dict, schema_path: str | os.PathLike[str]) -> None:
     """Check ``config`` against the JSON schema at ``schema_path`` (YAML, draft 2020-12).
 
     Every violation is reported on its own line as ``<key path>: <problem>``, e.g.
     ``corpora.web.min_chr: unknown key (allowed: ...)`` or ``data.num_shards: 0 is less than
     the minimum of 1``; for a key with alternative forms, the problem with the form of the
-    value's type. NaN and infinite numbers are refused anywhere.
+    value's type. NaN and infinite numbers are refused anywhere. An integer-valued float where
+    the schema wants an integer (``2.0``, ``1.0e+6``) is first replaced by the ``int`` in
+    ``config`` (``2.5`` is refused).
 
     Raises:
         ConfigError: naming every offending key (dotted path, list indices in brackets).
@@ -149,10 +208,9 @@ def validate_schema(config: dict, schema_path: str | os.PathLike[str]) -> None:
     _check_finite(config, [])
     with open(schema_path, encoding="utf-8") as fh:
         schema = yaml.safe_load(fh)
+    _integral_floats_to_int(config, schema)
     problems = []
-    for err in jsonschema.Draft202012Validator(schema).iter_errors(config):
-        while err.context and (closer := _closest(err, schema)) is not None:
-            err = closer  # oneOf/anyOf: the problem with the alternative of the value's type
+    for err in _errors(config, schema):
         path = list(err.absolute_path)
         if err.validator == "additionalProperties" and err.validator_value is False:
             allowed = ", ".join(sorted(err.schema.get("properties", {})))
@@ -165,9 +223,11 @@ def validate_schema(config: dict, schema_path: str | os.PathLike[str]) -> None:
         else:
             message = err.message if len(err.message) <= 200 else err.message[:200] + "..."
             if _yaml11_number(err, schema):
+                message += _number_hint(err.instance, _wanted_types(err, schema))
+            elif _yaml11_boolean(err, schema):
                 message += (
-                    f" (YAML reads {err.instance} as text, not a number: write "
-                    f"{_yaml11_spelling(float(err.instance), _wanted_types(err, schema))})"
+                    " (YAML reads an unquoted yes, no, on or off as a boolean: write text in "
+                    "quotes)"
                 )
             problems.append(f"{_dotted(path) or 'config'}: {message}")
     if problems:
