@@ -286,6 +286,21 @@ def test_a_fractional_value_of_an_integer_key_is_refused():
     assert lines[1] == "train.log_every: 2.5 is not of type 'integer'"
 
 
+def test_a_scale_rule_needs_exactly_one_form():
+    config = tiny()
+    config["train"]["lr"] = {}
+    config["train"]["batch_size"] = {
+        "table": [{"max_N": None, "value": 16}],
+        "power_law": {"value": 16, "N_ref": 1e5, "exponent": 0.5},
+    }
+    with pytest.raises(ConfigError) as err:
+        validate_schema(config, SCHEMA)
+    assert str(err.value).splitlines() == [
+        "train.batch_size: needs exactly one of the keys power_law, table",
+        "train.lr: needs exactly one of the keys power_law, table",
+    ]
+
+
 def test_a_quoted_number_and_a_yaml_boolean_get_their_hints():
     config = tiny()
     config["train"]["tokens_per_parameter"] = "20"

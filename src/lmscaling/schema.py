@@ -166,6 +166,11 @@ def _yaml11_spelling(value: float, wanted) -> str:
     return f"{mantissa}0e{exponent}" if mantissa.endswith(".") else f"{mantissa}e{exponent}"
 
 
+def _one_of_keys(branch: dict) -> bool:
+    """Whether a mapping's schema takes exactly one of its keys (min = max properties = 1)."""
+    return branch.get("minProperties") == branch.get("maxProperties") == 1
+
+
 def _errors(config: dict, schema: dict):
     """The schema violations of ``config``; for a key with alternative forms (oneOf/anyOf), the
     problem with the alternative of the value's type."""
@@ -216,6 +221,9 @@ def validate_schema(config: dict, schema_path: str | os.PathLike[str]) -> None:
             allowed = ", ".join(sorted(err.schema.get("properties", {})))
             for extra in sorted(set(err.instance) - set(err.schema.get("properties", {}))):
                 problems.append(f"{_dotted([*path, extra])}: unknown key (allowed: {allowed})")
+        elif err.validator in ("minProperties", "maxProperties") and _one_of_keys(err.schema):
+            keys = ", ".join(sorted(err.schema["properties"]))
+            problems.append(f"{_dotted(path) or 'config'}: needs exactly one of the keys {keys}")
         elif err.validator == "required":
             for missing in err.validator_value:
                 if missing not in err.instance:
