@@ -134,6 +134,10 @@ def test_train_settings_resolve_per_size(config):
     big = train_settings(train, 10**7)
     assert small == {"tokens": 2_000_000, "lr": pytest.approx(0.004), "batch_size": 32}
     assert big["lr"] == pytest.approx(0.0004) and big["batch_size"] == 256  # 320 -> 2^8
+    tiny_law = {"power_law": {"value": 0.75, "N_ref": 1e5, "exponent": 0.5}}
+    assert train_settings({**train, "batch_size": tiny_law}, 10**5)["batch_size"] == 1
+    with pytest.raises(ConfigError, match=r"0.075 sequences at N = 1000, fewer than one"):
+        train_settings({**train, "batch_size": tiny_law}, 10**3)  # 0.075 -> 2^-4
     train["batch_size"] = {"table": [{"max_N": 1e6, "value": 16}, {"max_N": None, "value": 64}]}
     assert train_settings(train, 10**5)["batch_size"] == 16
     assert train_settings(train, 10**7)["batch_size"] == 64

@@ -521,7 +521,13 @@ def train_settings(train: dict, n_params: int, compute: float | None = None) -> 
     batch_rule = train["batch_size"]
     batch = scale_rule(batch_rule, n_params, "train.batch_size")
     if isinstance(batch_rule, dict) and "power_law" in batch_rule:
-        batch = 2 ** max(0, round(math.log2(batch)))
+        exponent = round(math.log2(batch))
+        if exponent < 0:  # nearest power of two below one sequence
+            raise ConfigError(
+                f"train.batch_size.power_law: {batch:.3g} sequences at N = {n_params}, fewer "
+                "than one; raise its value"
+            )
+        batch = 2**exponent
     if int(batch) != batch or batch < 1:
         raise ConfigError(f"train.batch_size: {batch!r} at N = {n_params} is not an integer >= 1")
     tokens = token_budget(train, n_params, compute)
